@@ -1,0 +1,43 @@
+// swift-tools-version:5.10
+//
+// AdvKit: adversarial robustness of image classifiers, in Swift with a C core.
+//
+// No `unsafeFlags` anywhere: SwiftPM refuses a package with unsafe flags when another package depends on
+// it by version, and AdvKit must stay usable as a library. Consequences, measured and documented in
+// Sources/CKernels/parallel.c and docs/ARCHITECTURE.md:
+//  - OpenMP without `-fopenmp`: the kernels call the runtime's GNU entry point `GOMP_parallel` directly,
+//    linking Debian's LLVM OpenMP runtime as `omp5`.
+//  - Vector code without `-march`: hot loops carry `__attribute__((target_clones(...)))`.
+import PackageDescription
+
+let package = Package(
+    name: "AdvKit",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "AdvKit", targets: ["AdvKit"]),
+        .executable(name: "advkit", targets: ["advkit"]),
+        .executable(name: "advkit-bench", targets: ["advkit-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // The performance-critical core: C99, no allocation, no I/O. Debian: libopenblas-dev, libomp-dev.
+        .target(
+            name: "CKernels",
+            linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("omp5"), .linkedLibrary("m")]
+        ),
+        // zlib (Debian: zlib1g-dev), for gzip-compressed IDX files.
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "AdvKit", dependencies: ["CKernels", "CZlib"]),
+        .executableTarget(
+            name: "advkit",
+            dependencies: ["AdvKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(name: "advkit-bench", dependencies: ["AdvKit"], path: "Benchmarks/advkit-bench"),
+        .target(name: "AdvKitTestSupport", dependencies: ["AdvKit"], path: "Tests/AdvKitTestSupport"),
+        .testTarget(name: "CKernelsTests", dependencies: ["CKernels", "AdvKitTestSupport"]),
+        .testTarget(name: "AdvKitTests", dependencies: ["AdvKit", "AdvKitTestSupport"]),
+        .testTarget(name: "advkitTests", dependencies: ["AdvKit", "AdvKitTestSupport"]),
+    ]
+)

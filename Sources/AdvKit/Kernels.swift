@@ -1,0 +1,316 @@
+import CKernels
+
+/// The only file that imports CKernels: thin, typed wrappers over the C kernels. Callers validate shapes
+/// first (the C side trusts its arguments); these wrappers check them again with preconditions.
+enum Kernels {
+    // Forward kernels write into the output tensor's buffer as it is: the tape hands them buffers it owns
+    // (pooled across passes), so they must not copy-on-write. In-place updates of caller-visible tensors
+    // (attack steps, optimizers, noise) do make the tensor unique first.
+    /// Runs once, before the first kernel: sets the thread count (which pins OpenBLAS to one thread).
+    static let initialized: Bool = {
+        ck_set_num_threads(Parallelism.defaultThreads)
+        return true
+    }()
+
+    @inline(__always) static func ready() { _ = initialized }
+
+    // MARK: GEMM
+
+    /// C = alpha op(A) op(B) + beta C (row-major).
+    static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,
+                      c: UnsafeMutablePointer<Float>, ldc: Int, naive: Bool = false) {
+        ready()
+        if naive {
+            ck_sgemm_naive(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        } else {
+            ck_sgemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        }
+    }
+
+    // MARK: convolution
+
+    static func convShape(_ x: Shape, _ w: Shape, stride: Int, padding: Int) -> ck_conv2d_shape {
+        let oh = (x[2] + 2 * padding - w[2]) / stride + 1, ow = (x[3] + 2 * padding - w[3]) / stride + 1
+        return ck_conv2d_shape(N: x[0], C: x[1], H: x[2], W: x[3], OC: w[0], KH: w[2], KW: w[3],
+                               stride: stride, pad: padding, OH: oh, OW: ow)
+    }
+
+    static func convWorkspaceFloats(_ s: ck_conv2d_shape) -> Int {
+        ready()
+        var s = s
+        return ck_conv2d_workspace_floats(&s, ck_get_num_threads())
+    }
+
+    static func convForward(out: inout Tensor, workspace: UnsafeMutablePointer<Float>, input: Tensor,
+                            weight: Tensor, bias: Tensor?, shape s: ck_conv2d_shape) {
+        ready()
+        var s = s
+        ck_conv2d_forward(out.storage.pointer, workspace, input.storage.pointer, weight.storage.pointer,
+                          bias?.storage.pointer, &s)
+    }
+
+    static func convBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
+                             dBias: UnsafeMutablePointer<Float>?, workspace: UnsafeMutablePointer<Float>,
+                             dOut: Tensor, input: Tensor, weight: Tensor, shape s: ck_conv2d_shape) {
+        ready()
+        var s = s
+        ck_conv2d_backward(dInput, dWeight, dBias, workspace, dOut.storage.pointer, input.storage.pointer,
+                           weight.storage.pointer, &s)
+    }
+
+    static func im2col(_ col: UnsafeMutablePointer<Float>, _ img: UnsafePointer<Float>, _ s: ck_conv2d_shape) {
+        var s = s
+        ck_im2col(col, img, &s)
+    }
+
+    // MARK: linear
+
+    static func linearForward(out: inout Tensor, input: Tensor, weight: Tensor, bias: Tensor?) {
+        ready()
+        ck_linear_forward(out.storage.pointer, input.storage.pointer, weight.storage.pointer,
+                          bias?.storage.pointer, input.shape[0], weight.shape[1], weight.shape[0])
+    }
+
+    static func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
+                               dBias: UnsafeMutablePointer<Float>?, dOut: Tensor, input: Tensor, weight: Tensor) {
+        ready()
+        ck_linear_backward(dInput, dWeight, dBias, dOut.storage.pointer, input.storage.pointer,
+                           weight.storage.pointer, input.shape[0], weight.shape[1], weight.shape[0])
+    }
+
+    // MARK: pooling
+
+    static func poolShape(_ x: Shape, kernel: Int, stride: Int) -> ck_pool_shape {
+        ck_pool_shape(N: x[0], C: x[1], H: x[2], W: x[3], K: kernel, stride: stride,
+                      OH: (x[2] - kernel) / stride + 1, OW: (x[3] - kernel) / stride + 1)
+    }
+
+    static func maxPoolForward(out: inout Tensor, argmax: UnsafeMutablePointer<Int32>, input: Tensor,
+                               shape s: ck_pool_shape) {
+        ready()
+        var s = s
+        ck_maxpool2d_forward(out.storage.pointer, argmax, input.storage.pointer, &s)
+    }
+
+    static func maxPoolBackward(dInput: UnsafeMutablePointer<Float>, dOut: Tensor, argmax: UnsafePointer<Int32>,
+                                shape s: ck_pool_shape) {
+        ready()
+        var s = s
+        ck_maxpool2d_backward(dInput, dOut.storage.pointer, argmax, &s)
+    }
+
+    static func avgPoolForward(out: inout Tensor, input: Tensor, shape s: ck_pool_shape) {
+        ready()
+        var s = s
+        ck_avgpool2d_forward(out.storage.pointer, input.storage.pointer, &s)
+    }
+
+    static func avgPoolBackward(dInput: UnsafeMutablePointer<Float>, dOut: Tensor, shape s: ck_pool_shape) {
+        ready()
+        var s = s
+        ck_avgpool2d_backward(dInput, dOut.storage.pointer, &s)
+    }
+
+    // MARK: activations
+
+    static func relu(out: inout Tensor, input: Tensor) {
+        ck_relu_forward(out.storage.pointer, input.storage.pointer, input.count)
+    }
+
+    static func reluBackward(dInput: UnsafeMutablePointer<Float>, dOut: Tensor, out: Tensor) {
+        ck_relu_backward(dInput, dOut.storage.pointer, out.storage.pointer, out.count)
+    }
+
+    static func boundedReLU(out: inout Tensor, input: Tensor, bound: Float) {
+        ck_brelu_forward(out.storage.pointer, input.storage.pointer, bound, input.count)
+    }
+
+    static func boundedReLUBackward(dInput: UnsafeMutablePointer<Float>, dOut: Tensor, out: Tensor, bound: Float) {
+        ck_brelu_backward(dInput, dOut.storage.pointer, out.storage.pointer, bound, out.count)
+    }
+
+    // MARK: batch norm
+
+    static func batchNormTrain(out: inout Tensor, xhat: inout Tensor, mean: inout Tensor, invstd: inout Tensor,
+                               input: Tensor, gamma: Tensor, beta: Tensor, eps: Float) {
+        let s = input.shape
+        ck_batchnorm2d_forward_train(out.storage.pointer, xhat.storage.pointer, mean.storage.pointer,
+                                     invstd.storage.pointer, input.storage.pointer, gamma.storage.pointer,
+                                     beta.storage.pointer, s[0], s[1], s.count(from: 2), eps)
+    }
+
+    static func batchNormEval(out: inout Tensor, input: Tensor, gamma: Tensor, beta: Tensor,
+                              runningMean: Tensor, runningVar: Tensor, eps: Float) {
+        let s = input.shape
+        ck_batchnorm2d_forward_eval(out.storage.pointer, input.storage.pointer, gamma.storage.pointer,
+                                    beta.storage.pointer, runningMean.storage.pointer, runningVar.storage.pointer,
+                                    s[0], s[1], s.count(from: 2), eps)
+    }
+
+    static func batchNormBackward(dInput: UnsafeMutablePointer<Float>?, dGamma: UnsafeMutablePointer<Float>?,
+                                  dBeta: UnsafeMutablePointer<Float>?, dOut: Tensor, xhat: Tensor, invstd: Tensor,
+                                  gamma: Tensor) {
+        let s = xhat.shape
+        ck_batchnorm2d_backward(dInput, dGamma, dBeta, dOut.storage.pointer, xhat.storage.pointer,
+                                invstd.storage.pointer, gamma.storage.pointer, s[0], s[1], s.count(from: 2))
+    }
+
+    // MARK: softmax cross-entropy
+
+    static func softmaxCrossEntropy(losses: inout Tensor, probs: inout Tensor, logits: Tensor,
+                                    labels: UnsafePointer<Int32>, smoothing: Float) {
+        ck_softmax_xent_forward(losses.storage.pointer, probs.storage.pointer, logits.storage.pointer, labels,
+                                smoothing, logits.shape[0], logits.shape[1])
+    }
+
+    static func softmaxCrossEntropyBackward(dLogits: UnsafeMutablePointer<Float>, probs: Tensor,
+                                            labels: UnsafePointer<Int32>, scale: UnsafePointer<Float>?,
+                                            smoothing: Float) {
+        ck_softmax_xent_backward(dLogits, probs.storage.pointer, labels, scale, smoothing, probs.shape[0],
+                                 probs.shape[1])
+    }
+
+    static func softCrossEntropy(losses: inout Tensor, probs: inout Tensor, logits: Tensor, target: Tensor) {
+        ck_softmax_xent_soft_forward(losses.storage.pointer, probs.storage.pointer, logits.storage.pointer,
+                                     target.storage.pointer, logits.shape[0], logits.shape[1])
+    }
+
+    static func softCrossEntropyBackward(dLogits: UnsafeMutablePointer<Float>, probs: Tensor, target: Tensor,
+                                         scale: UnsafePointer<Float>?) {
+        ck_softmax_xent_soft_backward(dLogits, probs.storage.pointer, target.storage.pointer, scale,
+                                      probs.shape[0], probs.shape[1])
+    }
+
+    static func softmax(_ logits: Tensor) -> Tensor {
+        let out = Tensor(uninitialized: logits.shape)
+        ck_softmax(out.storage.pointer, logits.storage.pointer, logits.shape[0], logits.shape.itemCount)
+        return out
+    }
+
+    static func logSoftmax(_ logits: Tensor) -> Tensor {
+        let out = Tensor(uninitialized: logits.shape)
+        ck_log_softmax(out.storage.pointer, logits.storage.pointer, logits.shape[0], logits.shape.itemCount)
+        return out
+    }
+
+    // MARK: attack steps
+
+    static func linfStep(_ x: inout Tensor, gradient g: Tensor, origin x0: Tensor, alpha: Float, epsilon: Float,
+                         lo: Float, hi: Float) {
+        x.makeUnique()
+        ck_linf_step(x.storage.pointer, g.storage.pointer, x0.storage.pointer, alpha, epsilon, lo, hi, x.count)
+    }
+
+    static func projectLinf(_ x: inout Tensor, origin x0: Tensor, epsilon: Float, lo: Float, hi: Float) {
+        x.makeUnique()
+        ck_project_linf(x.storage.pointer, x0.storage.pointer, epsilon, lo, hi, x.count)
+    }
+
+    static func l2Step(_ x: inout Tensor, gradient g: Tensor, origin x0: Tensor, alpha: Float, epsilon: Float,
+                       lo: Float, hi: Float) {
+        x.makeUnique()
+        ck_l2_step(x.storage.pointer, g.storage.pointer, x0.storage.pointer, alpha, epsilon, lo, hi, x.shape[0],
+                   x.shape.itemCount)
+    }
+
+    static func projectL2(_ x: inout Tensor, origin x0: Tensor, epsilon: Float, lo: Float, hi: Float) {
+        x.makeUnique()
+        ck_project_l2(x.storage.pointer, x0.storage.pointer, epsilon, lo, hi, x.shape[0], x.shape.itemCount)
+    }
+
+    static func clip(_ x: inout Tensor, lo: Float, hi: Float) {
+        x.makeUnique()
+        ck_clip(x.storage.pointer, lo, hi, x.count)
+    }
+
+    /// Per-sample (L0, L2, Linf) norms of a - b; L0 counts differences above `tolerance`.
+    static func diffNorms(_ a: Tensor, _ b: Tensor, tolerance: Float) -> (l0: [Float], l2: [Float], linf: [Float]) {
+        let n = a.shape[0], d = a.shape.itemCount
+        var l0 = [Float](repeating: 0, count: n), l2 = l0, linf = l0
+        l0.withUnsafeMutableBufferPointer { p0 in
+            l2.withUnsafeMutableBufferPointer { p2 in
+                linf.withUnsafeMutableBufferPointer { pi in
+                    ck_diff_norms(p0.baseAddress, p2.baseAddress, pi.baseAddress, a.storage.pointer,
+                                  b.storage.pointer, tolerance, n, d)
+                }
+            }
+        }
+        return (l0, l2, linf)
+    }
+
+    // MARK: random numbers
+
+    static func randomUniform(_ out: inout Tensor, seed: UInt64, stream: UInt64, offset: UInt64 = 0,
+                              lo: Float, hi: Float) {
+        out.makeUnique()
+        ck_random_uniform(out.storage.pointer, seed, stream, offset, lo, hi, out.count)
+    }
+
+    static func randomNormal(_ out: inout Tensor, seed: UInt64, stream: UInt64, offset: UInt64 = 0, mean: Float,
+                             std: Float) {
+        out.makeUnique()
+        ck_random_normal(out.storage.pointer, seed, stream, offset, mean, std, out.count)
+    }
+
+    static func addGaussianNoise(out: inout Tensor, input: Tensor, seed: UInt64, stream: UInt64, offset: UInt64 = 0,
+                                 std: Float, lo: Float, hi: Float) {
+        out.makeUnique()
+        ck_add_gaussian_noise(out.storage.pointer, input.storage.pointer, seed, stream, offset, std, lo, hi,
+                              input.count)
+    }
+
+    static func randomU64(seed: UInt64, stream: UInt64, counter: UInt64) -> UInt64 {
+        ck_random_u64(seed, stream, counter)
+    }
+
+    // MARK: optimizers
+
+    static func sgdStep(param: inout Tensor, velocity: inout Tensor, grad: Tensor, lr: Float, momentum: Float,
+                        weightDecay: Float, first: Bool) {
+        param.makeUnique(); velocity.makeUnique()
+        ck_sgd_step(param.storage.pointer, velocity.storage.pointer, grad.storage.pointer, lr, momentum,
+                    weightDecay, first ? 1 : 0, param.count)
+    }
+
+    static func adamStep(param: inout Tensor, m: inout Tensor, v: inout Tensor, grad: Tensor, lr: Float,
+                         beta1: Float, beta2: Float, eps: Float, weightDecay: Float, step: Int) {
+        param.makeUnique(); m.makeUnique(); v.makeUnique()
+        ck_adam_step(param.storage.pointer, m.storage.pointer, v.storage.pointer, grad.storage.pointer, lr, beta1,
+                     beta2, eps, weightDecay, step, param.count)
+    }
+
+    // MARK: threads
+
+    static func setThreads(_ n: Int) { ready(); ck_set_num_threads(n) }
+    static var threads: Int { ready(); return ck_get_num_threads() }
+    static var cpuCount: Int { ck_cpu_count() }
+    static var blasCoreName: String { ready(); return String(cString: ck_blas_corename()) }
+}
+
+/// How many threads AdvKit's kernels use.
+public enum Parallelism {
+    /// The default: `ADVKIT_THREADS` if set, else `OMP_NUM_THREADS`, else the number of online CPUs.
+    public static var defaultThreads: Int {
+        let env = ProcessInfo.processInfo.environment
+        for key in ["ADVKIT_THREADS", "OMP_NUM_THREADS"] {
+            if let v = env[key], let n = Int(v), n > 0 { return n }
+        }
+        return Int(ck_cpu_count())
+    }
+
+    /// Threads used by every kernel from now on (>= 1). OpenBLAS is kept at one thread: the kernels split
+    /// their own work across OpenMP threads, so two thread pools never compete for the cores.
+    public static var threads: Int {
+        get { Kernels.threads }
+        set {
+            precondition(newValue >= 1, "threads must be >= 1, got \(newValue)")
+            Kernels.setThreads(newValue)
+        }
+    }
+
+    /// The OpenBLAS kernel family in use (e.g. "Haswell" when OPENBLAS_CORETYPE=Haswell is set).
+    public static var blasCoreName: String { Kernels.blasCoreName }
+}
+
+import Foundation

@@ -1,0 +1,51 @@
+/// Layers applied in order, each with a name that prefixes its parameters' names, as in PyTorch:
+/// a child named "conv1" owns "conv1.weight" and "conv1.bias". Unnamed children are numbered ("0", "1").
+public final class Sequential: Layer {
+    public private(set) var children: [(name: String, layer: Layer)]
+
+    public init(_ named: [(String, Layer)]) {
+        children = named.map { (name: $0.0, layer: $0.1) }
+    }
+
+    public init(_ layers: [Layer]) {
+        children = layers.enumerated().map { (name: String($0.offset), layer: $0.element) }
+    }
+
+    public func callAsFunction(_ x: Variable) -> Variable {
+        var h = x
+        for child in children { h = child.layer(h) }
+        return h
+    }
+
+    public var namedTensors: [(name: String, tensor: NamedTensor)] {
+        children.flatMap { child in child.layer.namedTensors.map { (name: child.name + "." + $0.name, tensor: $0.tensor) } }
+    }
+
+    /// The child layer named `name`.
+    public subscript(name: String) -> Layer? { children.first { $0.name == name }?.layer }
+}
+
+/// y = f(x) + shortcut(x): a residual block (He et al. 2016). `shortcut` is the identity unless given
+/// (a 1×1 convolution when the shape changes).
+public final class Residual: Layer {
+    public let body: Sequential
+    public let shortcut: Sequential?
+    public let activation: Layer?
+
+    public init(body: Sequential, shortcut: Sequential? = nil, activation: Layer? = ReLU()) {
+        self.body = body
+        self.shortcut = shortcut
+        self.activation = activation
+    }
+
+    public func callAsFunction(_ x: Variable) -> Variable {
+        let y = body(x) + (shortcut.map { $0(x) } ?? x)
+        return activation.map { $0(y) } ?? y
+    }
+
+    public var namedTensors: [(name: String, tensor: NamedTensor)] {
+        let b = body.namedTensors
+        let s = shortcut.map { sc in sc.namedTensors.map { (name: "downsample." + $0.name, tensor: $0.tensor) } } ?? []
+        return b + s
+    }
+}

@@ -1,0 +1,177 @@
+import Foundation
+
+/// The architectures AdvKit builds, named like their PyTorch twins.
+public enum Architecture: String, CaseIterable, Sendable {
+    /// The reference CNN: conv1 Conv2d(C,32,5) → ReLU → MaxPool(2) → conv2 Conv2d(32,64,5) → ReLU → MaxPool(2)
+    /// → flatten → fc1 Linear(·,128) → ReLU → fc2 Linear(128,classes).
+    case cnn
+    /// fc1 Linear(C·H·W, 256) → ReLU → fc2 Linear(256, 128) → ReLU → fc3 Linear(128, classes).
+    case mlp
+    /// A small ResNet (He et al. 2016): a 3×3 stem and three residual stages of 16, 32, 64 channels with batch
+    /// norm, global average pooling, and fc. For transfer attacks and CIFAR-10.
+    case resnet
+}
+
+/// The hidden-layer activation: ReLU, or the bounded ReLU min(max(x,0),t) of Zantedeschi et al. 2017.
+public enum Activation: Equatable, Sendable {
+    case relu
+    case boundedReLU(Float)
+
+    func layer() -> Layer {
+        switch self {
+        case .relu: return ReLU()
+        case let .boundedReLU(t): return BoundedReLU(bound: t)
+        }
+    }
+}
+
+/// An image classifier: a network from images (N, C, H, W) to logits (N, classes).
+///
+/// ```swift
+/// var rng = SeededGenerator(seed: 0)
+/// let model = Model(.cnn, inputShape: [1, 28, 28], classes: 10, rng: &rng)
+/// let logits = model.logits(images)           // inference
+/// let tape = Tape(); let z = model(tape.input(images))  // differentiable
+/// ```
+public final class Model: Layer {
+    public let architecture: Architecture
+    public let network: Sequential
+    /// (C, H, W) of one image.
+    public let inputShape: Shape
+    public let classCount: Int
+    public let activation: Activation
+
+    public init(_ architecture: Architecture, inputShape: Shape, classes: Int, activation: Activation = .relu,
+                rng: inout SeededGenerator) {
+        precondition(inputShape.rank == 3 && inputShape.count > 0, "inputShape must be (C, H, W), got \(inputShape)")
+        precondition(classes >= 2, "a classifier needs at least 2 classes, got \(classes)")
+        self.architecture = architecture
+        self.inputShape = inputShape
+        self.classCount = classes
+        self.activation = activation
+        switch architecture {
+        case .cnn: network = Model.referenceCNN(inputShape, classes, activation, &rng)
+        case .mlp: network = Model.mlp(inputShape, classes, activation, &rng)
+        case .resnet: network = Model.resnet(inputShape, classes, activation, &rng)
+        }
+    }
+
+    /// A convenience: a model initialised from `seed`.
+    public convenience init(_ architecture: Architecture, inputShape: Shape = [1, 28, 28], classes: Int = 10,
+                            activation: Activation = .relu, seed: UInt64 = 0) {
+        var rng = SeededGenerator(seed: seed)
+        self.init(architecture, inputShape: inputShape, classes: classes, activation: activation, rng: &rng)
+    }
+
+    public func callAsFunction(_ x: Variable) -> Variable {
+        precondition(x.shape.rank == 4 && x.shape.itemCount == inputShape.count
+                     && x.shape[1] == inputShape[0] && x.shape[2] == inputShape[1],
+                     "the model takes images of shape (N, \(inputShape[0]), \(inputShape[1]), \(inputShape[2])), got \(x.shape)")
+        return network(x)
+    }
+
+    public var namedTensors: [(name: String, tensor: NamedTensor)] { network.namedTensors }
+
+    /// Logits (N, classes) for a batch of images, in inference mode, in batches of `batchSize`.
+    public func logits(_ images: Tensor, batchSize: Int = 256) -> Tensor {
+        precondition(batchSize > 0, "batchSize must be > 0")
+        let n = images.shape[0]
+        let tape = Tape(mode: .inference)
+        var parts: [Tensor] = []
+        var start = 0
+        while start < n {
+            let end = Swift.min(start + batchSize, n)
+            tape.reset()
+            let x = start == 0 && end == n ? images : images.batch(start..<end)
+            parts.append(self(tape.input(x)).value)
+            start = end
+        }
+        if parts.isEmpty { return Tensor(zeros: [0, classCount]) }
+        return parts.count == 1 ? parts[0] : Tensor.concatenate(parts)
+    }
+
+    /// Predicted class and its softmax probability for each image.
+    public func predict(_ images: Tensor, batchSize: Int = 256) -> (classes: [Int], confidences: [Float]) {
+        let probs = Kernels.softmax(logits(images, batchSize: batchSize))
+        let classes = probs.argmaxRows()
+        let k = classCount
+        let confidences = classes.enumerated().map { probs.storage.pointer[$0.offset * k + $0.element] }
+        return (classes, confidences)
+    }
+
+    /// Share of images whose predicted class equals the label.
+    public func accuracy(_ images: Tensor, labels: [Int32], batchSize: Int = 256) -> Double {
+        guard !labels.isEmpty else { return 0 }
+        let p = predict(images, batchSize: batchSize).classes
+        return Double(zip(p, labels).filter { $0 == Int($1) }.count) / Double(labels.count)
+    }
+
+    // MARK: architectures
+
+    /// Spatial size after a valid k×k convolution and a 2×2 pool.
+    private static func convPool(_ s: Int, _ k: Int) -> Int { (s - k + 1) / 2 }
+
+    static func referenceCNN(_ input: Shape, _ classes: Int, _ act: Activation, _ rng: inout SeededGenerator) -> Sequential {
+        let c = input[0], h = convPool(convPool(input[1], 5), 5), w = convPool(convPool(input[2], 5), 5)
+        precondition(h >= 1 && w >= 1, "the reference CNN needs images of at least 16×16, got \(input)")
+        return Sequential([
+            ("conv1", Conv2D(inputChannels: c, outputChannels: 32, kernelSize: 5, rng: &rng)),
+            ("act1", act.layer()),
+            ("pool1", MaxPool2D(kernelSize: 2)),
+            ("conv2", Conv2D(inputChannels: 32, outputChannels: 64, kernelSize: 5, rng: &rng)),
+            ("act2", act.layer()),
+            ("pool2", MaxPool2D(kernelSize: 2)),
+            ("flatten", Flatten()),
+            ("fc1", Linear(inputFeatures: 64 * h * w, outputFeatures: 128, rng: &rng)),
+            ("act3", act.layer()),
+            ("fc2", Linear(inputFeatures: 128, outputFeatures: classes, rng: &rng)),
+        ])
+    }
+
+    static func mlp(_ input: Shape, _ classes: Int, _ act: Activation, _ rng: inout SeededGenerator) -> Sequential {
+        Sequential([
+            ("flatten", Flatten()),
+            ("fc1", Linear(inputFeatures: input.count, outputFeatures: 256, rng: &rng)),
+            ("act1", act.layer()),
+            ("fc2", Linear(inputFeatures: 256, outputFeatures: 128, rng: &rng)),
+            ("act2", act.layer()),
+            ("fc3", Linear(inputFeatures: 128, outputFeatures: classes, rng: &rng)),
+        ])
+    }
+
+    static func resnet(_ input: Shape, _ classes: Int, _ act: Activation, _ rng: inout SeededGenerator) -> Sequential {
+        func block(_ cin: Int, _ cout: Int, stride: Int) -> Residual {
+            let body = Sequential([
+                ("conv1", Conv2D(inputChannels: cin, outputChannels: cout, kernelSize: 3, stride: stride, padding: 1,
+                                 bias: false, rng: &rng)),
+                ("bn1", BatchNorm2D(features: cout)),
+                ("act", act.layer()),
+                ("conv2", Conv2D(inputChannels: cout, outputChannels: cout, kernelSize: 3, padding: 1, bias: false,
+                                 rng: &rng)),
+                ("bn2", BatchNorm2D(features: cout)),
+            ])
+            var shortcut: Sequential?
+            if stride != 1 || cin != cout {
+                shortcut = Sequential([
+                    ("0", Conv2D(inputChannels: cin, outputChannels: cout, kernelSize: 1, stride: stride, bias: false,
+                                 rng: &rng)),
+                    ("1", BatchNorm2D(features: cout)),
+                ])
+            }
+            return Residual(body: body, shortcut: shortcut, activation: act.layer())
+        }
+        let h = (input[1] + 3) / 4, w = (input[2] + 3) / 4  // two stride-2 stages with padding 1
+        precondition(h == w, "the ResNet needs square images, got \(input)")
+        return Sequential([
+            ("conv1", Conv2D(inputChannels: input[0], outputChannels: 16, kernelSize: 3, padding: 1, bias: false, rng: &rng)),
+            ("bn1", BatchNorm2D(features: 16)),
+            ("act", act.layer()),
+            ("layer1", Sequential([("0", block(16, 16, stride: 1))])),
+            ("layer2", Sequential([("0", block(16, 32, stride: 2))])),
+            ("layer3", Sequential([("0", block(32, 64, stride: 2))])),
+            ("avgpool", AvgPool2D(kernelSize: h)),
+            ("flatten", Flatten()),
+            ("fc", Linear(inputFeatures: 64, outputFeatures: classes, rng: &rng)),
+        ])
+    }
+}

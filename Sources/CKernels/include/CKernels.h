@@ -1,0 +1,168 @@
+// CKernels: the performance-critical core of AdvKit.
+//
+// Conventions (every function below follows them):
+//  - Row-major float32, NCHW. Sizes and indices are size_t.
+//  - Arguments in the order: outputs, scratch, inputs, sizes.
+//  - Forward kernels overwrite their outputs. Backward kernels ADD into their gradient outputs, and a NULL
+//    gradient output means "not wanted" (an attack needs d(input) but not d(weight)).
+//  - Nothing here allocates, prints or exits. Scratch memory belongs to the caller, who asks for its size.
+//  - Validation happens in Swift before the call: these functions trust their arguments.
+//  - Threading: every kernel splits its outermost loop over ck_get_num_threads() OpenMP threads
+//    (parallel.c). OpenBLAS is always called single-threaded, from inside those threads, so there is one
+//    thread pool and no oversubscription.
+#ifndef CKERNELS_H
+#define CKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- Threads (parallel.c) -------------------------------------------------------------------------------
+// Sets the number of OpenMP threads the kernels use (>= 1) and pins OpenBLAS to one thread.
+void ck_set_num_threads(size_t n);
+size_t ck_get_num_threads(void);
+// The number of online CPUs.
+size_t ck_cpu_count(void);
+// OpenBLAS's name for the kernels it chose ("Haswell", "Cooperlake", ...). Never NULL.
+const char *ck_blas_corename(void);
+
+// C = alpha * op(A) @ op(B) + beta * C, row-major; op(X) = X or X^T. Split over the threads along M
+// (or N when M is small); a single-threaded call when already inside a parallel region.
+void ck_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+              const float *B, size_t ldb, float beta, float *C, size_t ldc);
+// The same product by three plain loops with double accumulation (the tests' reference).
+void ck_sgemm_naive(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A,
+                    size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+// ---- Convolution (conv2d.c) -----------------------------------------------------------------------------
+typedef struct {
+    size_t N, C, H, W;     // input
+    size_t OC, KH, KW;     // weight (OC, C, KH, KW)
+    size_t stride, pad;    // same in both directions; zero padding
+    size_t OH, OW;         // output: OH = (H + 2 pad - KH) / stride + 1
+} ck_conv2d_shape;
+
+// Scratch floats that ck_conv2d_forward / ck_conv2d_backward need for `threads` threads.
+size_t ck_conv2d_workspace_floats(const ck_conv2d_shape *s, size_t threads);
+// col (C*KH*KW, OH*OW) from one image (C,H,W).
+void ck_im2col(float *col, const float *img, const ck_conv2d_shape *s);
+// img (C,H,W) += col2im(col).
+void ck_col2im_add(float *img, const float *col, const ck_conv2d_shape *s);
+// inp (N,C,H,W), weight (OC,C,KH,KW), bias (OC) or NULL, out (N,OC,OH,OW).
+void ck_conv2d_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
+                       const ck_conv2d_shape *s);
+// dout (N,OC,OH,OW) -> dinp (N,C,H,W), dweight (OC,C,KH,KW), dbias (OC); each may be NULL.
+void ck_conv2d_backward(float *dinp, float *dweight, float *dbias, float *work, const float *dout,
+                        const float *inp, const float *weight, const ck_conv2d_shape *s);
+
+// ---- Linear (linear.c) ----------------------------------------------------------------------------------
+// inp (N,IN), weight (OUT,IN) (PyTorch's layout), bias (OUT) or NULL, out (N,OUT).
+void ck_linear_forward(float *out, const float *inp, const float *weight, const float *bias, size_t N,
+                       size_t IN, size_t OUT);
+// dout (N,OUT) -> dinp (N,IN), dweight (OUT,IN), dbias (OUT); each may be NULL.
+void ck_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, size_t N, size_t IN, size_t OUT);
+
+// ---- Pooling (pool.c) -----------------------------------------------------------------------------------
+typedef struct {
+    size_t N, C, H, W;
+    size_t K, stride;      // square window, no padding
+    size_t OH, OW;         // OH = (H - K) / stride + 1
+} ck_pool_shape;
+
+// inp (N,C,H,W) -> out (N,C,OH,OW) and argmax (N,C,OH,OW): the index within the (H,W) plane of each max.
+// Ties go to the first element in row-major order (PyTorch does the same).
+void ck_maxpool2d_forward(float *out, int32_t *argmax, const float *inp, const ck_pool_shape *s);
+void ck_maxpool2d_backward(float *dinp, const float *dout, const int32_t *argmax, const ck_pool_shape *s);
+void ck_avgpool2d_forward(float *out, const float *inp, const ck_pool_shape *s);
+void ck_avgpool2d_backward(float *dinp, const float *dout, const ck_pool_shape *s);
+
+// ---- Activations (activation.c) -------------------------------------------------------------------------
+// out = max(x, 0); in place allowed (out == inp).
+void ck_relu_forward(float *out, const float *inp, size_t n);
+// dinp += dout where out > 0 (out: the forward's output, which is the mask).
+void ck_relu_backward(float *dinp, const float *dout, const float *out, size_t n);
+// Bounded ReLU: out = min(max(x, 0), t) (Zantedeschi et al. 2017).
+void ck_brelu_forward(float *out, const float *inp, float t, size_t n);
+// dinp += dout where 0 < out < t.
+void ck_brelu_backward(float *dinp, const float *dout, const float *out, float t, size_t n);
+// out (N,C,H,W) += bias (C) per channel, then ReLU when relu != 0: the fused conv epilogue.
+void ck_bias_relu_nchw(float *out, const float *bias, size_t N, size_t C, size_t HW, int relu);
+
+// ---- Batch normalisation (batchnorm.c) ------------------------------------------------------------------
+// Training mode: per-channel batch statistics over (N,H,W). Writes out, the normalised input xhat (kept for
+// backward), the batch mean and 1/sqrt(var + eps) (biased variance, as PyTorch normalises).
+void ck_batchnorm2d_forward_train(float *out, float *xhat, float *mean, float *invstd, const float *inp,
+                                  const float *gamma, const float *beta, size_t N, size_t C, size_t HW,
+                                  float eps);
+// Evaluation mode: running statistics.
+void ck_batchnorm2d_forward_eval(float *out, const float *inp, const float *gamma, const float *beta,
+                                 const float *running_mean, const float *running_var, size_t N, size_t C,
+                                 size_t HW, float eps);
+// Backward of the training-mode forward. dinp, dgamma, dbeta may each be NULL.
+void ck_batchnorm2d_backward(float *dinp, float *dgamma, float *dbeta, const float *dout, const float *xhat,
+                             const float *invstd, const float *gamma, size_t N, size_t C, size_t HW);
+
+// ---- Softmax cross-entropy (softmax_xent.c) -------------------------------------------------------------
+// logits (N,K), labels (N) in [0,K). Per-sample loss into losses (N); softmax probabilities into probs (N,K).
+// With smoothing a in [0,1): the target is (1 - a) one-hot + a/K (PyTorch's label_smoothing).
+// Log-sum-exp is taken after subtracting the row maximum.
+void ck_softmax_xent_forward(float *losses, float *probs, const float *logits, const int32_t *labels,
+                             float smoothing, size_t N, size_t K);
+// dlogits (N,K) += scale[n] * (probs - target) with the same target; scale (N) or NULL for 1.
+void ck_softmax_xent_backward(float *dlogits, const float *probs, const int32_t *labels, const float *scale,
+                              float smoothing, size_t N, size_t K);
+// Cross-entropy against a full target distribution (N,K) (soft labels, KL for VAT/TRADES).
+void ck_softmax_xent_soft_forward(float *losses, float *probs, const float *logits, const float *target,
+                                  size_t N, size_t K);
+void ck_softmax_xent_soft_backward(float *dlogits, const float *probs, const float *target, const float *scale,
+                                   size_t N, size_t K);
+// Row-wise log-softmax and softmax (reporting confidences).
+void ck_log_softmax(float *out, const float *logits, size_t N, size_t K);
+void ck_softmax(float *out, const float *logits, size_t N, size_t K);
+
+// ---- Attack steps (attack_step.c) -----------------------------------------------------------------------
+// x = clip(clip(x + alpha * sign(g), x0 - eps, x0 + eps), lo, hi): one Linf PGD step, one pass over memory.
+// sign(0) = 0. eps < 0 means no projection.
+void ck_linf_step(float *x, const float *g, const float *x0, float alpha, float eps, float lo, float hi, size_t n);
+// x = clip(x, x0 - eps, x0 + eps) then clip(., lo, hi).
+void ck_project_linf(float *x, const float *x0, float eps, float lo, float hi, size_t n);
+// Per sample (N rows of D): x += alpha * g / ||g||_2 (no step where ||g|| == 0), then project onto the L2 ball
+// of radius eps around x0 (eps < 0: no projection), then clip to [lo, hi].
+void ck_l2_step(float *x, const float *g, const float *x0, float alpha, float eps, float lo, float hi, size_t N,
+                size_t D);
+// Per sample: scale x - x0 onto the L2 ball of radius eps if it lies outside, then clip to [lo, hi].
+void ck_project_l2(float *x, const float *x0, float eps, float lo, float hi, size_t N, size_t D);
+// x = clip(x, lo, hi).
+void ck_clip(float *x, float lo, float hi, size_t n);
+// Per-sample norms of a - b (N rows of D). l0 counts |a - b| > tol. Any output may be NULL.
+void ck_diff_norms(float *l0, float *l2, float *linf, const float *a, const float *b, float tol, size_t N,
+                   size_t D);
+
+// ---- Random numbers (random.c) --------------------------------------------------------------------------
+// Counter-based: element i depends only on (seed, stream, offset + i), never on the thread that computes it,
+// so the same seed gives the same numbers at any thread count.
+void ck_random_uniform(float *out, uint64_t seed, uint64_t stream, uint64_t offset, float lo, float hi, size_t n);
+void ck_random_normal(float *out, uint64_t seed, uint64_t stream, uint64_t offset, float mean, float std, size_t n);
+// out = x + std * N(0,1), then clip to [lo, hi] when lo < hi.
+void ck_add_gaussian_noise(float *out, const float *x, uint64_t seed, uint64_t stream, uint64_t offset, float std,
+                           float lo, float hi, size_t n);
+// 64-bit random number for (seed, stream, counter): the generator itself (for shuffles, integer draws).
+uint64_t ck_random_u64(uint64_t seed, uint64_t stream, uint64_t counter);
+
+// ---- Optimizers (optim.c) -------------------------------------------------------------------------------
+// PyTorch's SGD: g = grad + wd*p; v = momentum*v + g (v = g at the first step, first != 0); p -= lr*v.
+// velocity may be NULL when momentum == 0.
+void ck_sgd_step(float *param, float *velocity, const float *grad, float lr, float momentum, float weight_decay,
+                 int first, size_t n);
+// PyTorch's Adam (no amsgrad): step t >= 1; weight decay added to the gradient (L2, not AdamW).
+void ck_adam_step(float *param, float *m, float *v, const float *grad, float lr, float beta1, float beta2,
+                  float eps, float weight_decay, size_t t, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

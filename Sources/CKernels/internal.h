@@ -1,0 +1,23 @@
+// Private helpers shared by the kernels (not part of the public header).
+#ifndef CKERNELS_INTERNAL_H
+#define CKERNELS_INTERNAL_H
+#include <stddef.h>
+
+// fn(ctx, begin, end, thread) over [0, n) split into contiguous chunks, one per thread (thread 0 first).
+// Runs inline when n < 2, when one thread is set, or when already inside a parallel region.
+typedef void (*ck_range_fn)(void *ctx, size_t begin, size_t end, size_t thread);
+void ck_parallel_for(size_t n, ck_range_fn fn, void *ctx);
+// Threads that ck_parallel_for would use for n items (1 inside a parallel region).
+size_t ck_threads_for(size_t n);
+
+static inline size_t ck_min(size_t a, size_t b) { return a < b ? a : b; }
+static inline float ck_clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+// The vector code paths: SwiftPM compiles C without -march, so hot loops get AVX-512 and AVX2 clones and
+// the loader picks one for the CPU it runs on (checked: the avx512f clone uses zmm registers).
+#if defined(__x86_64__) && defined(__clang__)
+#define CK_VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CK_VECTOR
+#endif
+#endif

@@ -1,0 +1,133 @@
+// Max and average pooling, square windows, no padding; parallel over the N*C planes.
+#include "CKernels.h"
+#include "internal.h"
+#include <float.h>
+
+typedef struct {
+    float *out, *dinp;
+    int32_t *argmax_out;
+    const int32_t *argmax;
+    const float *inp, *dout;
+    const ck_pool_shape *s;
+} pool_job;
+
+// inp (N,C,H,W) -> out (N,C,OH,OW), argmax (N,C,OH,OW)
+static void maxpool_fwd_part(void *ctx, size_t begin, size_t end, size_t t) {
+    (void)t;
+    const pool_job *j = (const pool_job *)ctx;
+    const ck_pool_shape *s = j->s;
+    const size_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, K = s->K, st = s->stride;
+    for (size_t plane = begin; plane < end; plane++) {
+        const float *inp_p = j->inp + plane * H * W;
+        float *out_p = j->out + plane * OH * OW;
+        int32_t *arg_p = j->argmax_out + plane * OH * OW;
+        for (size_t oh = 0; oh < OH; oh++) {
+            for (size_t ow = 0; ow < OW; ow++) {
+                size_t best_i = oh * st * W + ow * st;
+                float best = inp_p[best_i];
+                for (size_t kh = 0; kh < K; kh++) {
+                    const float *row = inp_p + (oh * st + kh) * W + ow * st;
+                    for (size_t kw = 0; kw < K; kw++) {
+                        // '>' keeps the first maximum; a NaN is taken so that it propagates (as PyTorch).
+                        if (row[kw] > best || (row[kw] != row[kw] && best == best)) {
+                            best = row[kw];
+                            best_i = (oh * st + kh) * W + ow * st + kw;
+                        }
+                    }
+                }
+                out_p[oh * OW + ow] = best;
+                arg_p[oh * OW + ow] = (int32_t)best_i;
+            }
+        }
+    }
+}
+
+void ck_maxpool2d_forward(float *out, int32_t *argmax, const float *inp, const ck_pool_shape *s) {
+    pool_job j = {0};
+    j.out = out;
+    j.argmax_out = argmax;
+    j.inp = inp;
+    j.s = s;
+    ck_parallel_for(s->N * s->C, maxpool_fwd_part, &j);
+}
+
+static void maxpool_bwd_part(void *ctx, size_t begin, size_t end, size_t t) {
+    (void)t;
+    const pool_job *j = (const pool_job *)ctx;
+    const ck_pool_shape *s = j->s;
+    const size_t P = s->OH * s->OW, HW = s->H * s->W;
+    for (size_t plane = begin; plane < end; plane++) {
+        float *dinp_p = j->dinp + plane * HW;
+        const float *dout_p = j->dout + plane * P;
+        const int32_t *arg_p = j->argmax + plane * P;
+        for (size_t i = 0; i < P; i++) dinp_p[arg_p[i]] += dout_p[i];
+    }
+}
+
+void ck_maxpool2d_backward(float *dinp, const float *dout, const int32_t *argmax, const ck_pool_shape *s) {
+    pool_job j = {0};
+    j.dinp = dinp;
+    j.dout = dout;
+    j.argmax = argmax;
+    j.s = s;
+    ck_parallel_for(s->N * s->C, maxpool_bwd_part, &j);
+}
+
+static void avgpool_fwd_part(void *ctx, size_t begin, size_t end, size_t t) {
+    (void)t;
+    const pool_job *j = (const pool_job *)ctx;
+    const ck_pool_shape *s = j->s;
+    const size_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, K = s->K, st = s->stride;
+    const float scale = 1.0f / (float)(K * K);
+    for (size_t plane = begin; plane < end; plane++) {
+        const float *inp_p = j->inp + plane * H * W;
+        float *out_p = j->out + plane * OH * OW;
+        for (size_t oh = 0; oh < OH; oh++) {
+            for (size_t ow = 0; ow < OW; ow++) {
+                float acc = 0.0f;
+                for (size_t kh = 0; kh < K; kh++) {
+                    const float *row = inp_p + (oh * st + kh) * W + ow * st;
+                    for (size_t kw = 0; kw < K; kw++) acc += row[kw];
+                }
+                out_p[oh * OW + ow] = acc * scale;
+            }
+        }
+    }
+}
+
+void ck_avgpool2d_forward(float *out, const float *inp, const ck_pool_shape *s) {
+    pool_job j = {0};
+    j.out = out;
+    j.inp = inp;
+    j.s = s;
+    ck_parallel_for(s->N * s->C, avgpool_fwd_part, &j);
+}
+
+static void avgpool_bwd_part(void *ctx, size_t begin, size_t end, size_t t) {
+    (void)t;
+    const pool_job *j = (const pool_job *)ctx;
+    const ck_pool_shape *s = j->s;
+    const size_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, K = s->K, st = s->stride;
+    const float scale = 1.0f / (float)(K * K);
+    for (size_t plane = begin; plane < end; plane++) {
+        float *dinp_p = j->dinp + plane * H * W;
+        const float *dout_p = j->dout + plane * OH * OW;
+        for (size_t oh = 0; oh < OH; oh++) {
+            for (size_t ow = 0; ow < OW; ow++) {
+                const float g = dout_p[oh * OW + ow] * scale;
+                for (size_t kh = 0; kh < K; kh++) {
+                    float *row = dinp_p + (oh * st + kh) * W + ow * st;
+                    for (size_t kw = 0; kw < K; kw++) row[kw] += g;
+                }
+            }
+        }
+    }
+}
+
+void ck_avgpool2d_backward(float *dinp, const float *dout, const ck_pool_shape *s) {
+    pool_job j = {0};
+    j.dinp = dinp;
+    j.dout = dout;
+    j.s = s;
+    ck_parallel_for(s->N * s->C, avgpool_bwd_part, &j);
+}
