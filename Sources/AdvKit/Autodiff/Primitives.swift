@@ -331,6 +331,31 @@ extension Tape {
     }
 }
 
+// MARK: - Kinks
+
+extension Tape {
+    /// A hash of every piecewise choice the recorded forward pass made: which ReLU inputs were positive,
+    /// which bounded-ReLU inputs lay inside (0, t), which element each max-pool window took. Two passes with
+    /// the same signature lie on the same linear piece, so finite differences between them are valid
+    /// (the gradient checker skips points where a perturbation changes it).
+    public func kinkSignature() -> Int {
+        var h = Hasher()
+        for node in nodes {
+            switch node.op {
+            case .relu:
+                node.value.withUnsafeBufferPointer { p in for v in p { h.combine(v > 0) } }
+            case let .boundedReLU(_, t):
+                node.value.withUnsafeBufferPointer { p in for v in p { h.combine(v > 0 && v < t) } }
+            case let .maxPool(_, arg, _, _):
+                for i in 0..<arg.count { h.combine(arg.pointer[i]) }
+            default:
+                break
+            }
+        }
+        return h.finalize()
+    }
+}
+
 // MARK: - Conveniences on Variable
 
 extension Variable {

@@ -72,6 +72,15 @@ public final class Tape {
     /// Number of recorded nodes.
     public var count: Int { nodes.count }
 
+    /// The forward value of node `i` (diagnostics and tests).
+    public func nodeValue(_ i: Int) -> Tensor { nodes[i].value }
+
+    /// Gradient buffers the last `gradients` call filled: only nodes on a path to a requested value get one.
+    public private(set) var lastGradientBuffers = 0
+
+    /// Buffers taken from a previous pass instead of allocated (diagnostics: an attack loop should reuse).
+    public private(set) var reusedBuffers = 0
+
     // MARK: leaves
 
     /// Records a value the gradient may be taken with respect to (an image batch).
@@ -124,7 +133,10 @@ public final class Tape {
 
     private func pooled(_ pool: inout [TensorStorage], at i: Int, count: Int) -> TensorStorage {
         while pool.count <= i { pool.append(TensorStorage(capacity: 0)) }
-        if pool[i].capacity == count && isKnownUniquelyReferenced(&pool[i]) { return pool[i] }
+        if pool[i].capacity == count && isKnownUniquelyReferenced(&pool[i]) {
+            reusedBuffers += 1
+            return pool[i]
+        }
         let s = TensorStorage(capacity: count)
         pool[i] = s
         return s
@@ -173,6 +185,7 @@ public final class Tape {
         }
         grads.removeAll(keepingCapacity: true)
         grads.append(contentsOf: repeatElement(nil, count: last + 1))
+        lastGradientBuffers = 0
         if needs[last] {
             if let seed {
                 grads[last] = seed
@@ -220,6 +233,7 @@ public final class Tape {
             let g = gradBuffer(i, nodes[i].value.shape)
             g.storage.pointer.initialize(repeating: 0, count: g.count)
             grads[i] = g
+            lastGradientBuffers += 1
         }
         // Only the output node can hold the caller's seed, and nothing accumulates into the output.
         return grads[i]!.storage.pointer

@@ -26,9 +26,10 @@ extension AdvKitError: LocalizedError {
     public var errorDescription: String? { description }
 }
 
-enum FileIO {
+/// File reading with clear errors, and atomic writing.
+public enum FileIO {
     /// The whole file; a clear error when it cannot be read. `limit` guards against absurd sizes.
-    static func read(_ path: String, limit: Int = 1 << 34) throws -> Data {
+    public static func read(_ path: String, limit: Int = 1 << 34) throws -> Data {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw AdvKitError.io(path: path, reason: "no such file")
@@ -51,7 +52,7 @@ enum FileIO {
 
     /// Writes `data` atomically: a temporary file beside the target, fsync, then rename. A crash at any
     /// moment leaves the old file or the new one, never a torn one.
-    static func writeAtomically(_ data: Data, to path: String) throws {
+    public static func writeAtomically(_ data: Data, to path: String) throws {
         let url = URL(fileURLWithPath: path)
         let dir = url.deletingLastPathComponent().path
         var isDir: ObjCBool = false

@@ -1,0 +1,140 @@
+import Foundation
+
+/// Settings of a training run.
+public struct TrainingConfiguration: Sendable {
+    public var epochs: Int = 1
+    public var batchSize: Int = 64
+    public var learningRate: Float = 1e-3
+    public var optimizer: OptimizerKind = .adam
+    public var momentum: Float = 0.9
+    public var weightDecay: Float = 0
+    public var schedule: LearningRateSchedule = .constant
+    public var labelSmoothing: Float = 0
+    /// Seed of the shuffling (and of anything random a loss does).
+    public var seed: UInt64 = 0
+    public var progress: Progress.Style = .automatic
+
+    public enum OptimizerKind: String, CaseIterable, Sendable { case sgd, adam }
+
+    public init() {}
+
+    /// Checks every value; the error names the bad one.
+    public func validate() throws {
+        guard epochs >= 1 else { throw AdvKitError.invalidArgument("epochs must be >= 1, got \(epochs)") }
+        guard batchSize >= 1 else { throw AdvKitError.invalidArgument("batch size must be >= 1, got \(batchSize)") }
+        guard learningRate.isFinite && learningRate > 0 else { throw AdvKitError.invalidArgument("learning rate must be > 0, got \(learningRate)") }
+        guard momentum.isFinite && momentum >= 0 && momentum < 1 else { throw AdvKitError.invalidArgument("momentum must be in [0, 1), got \(momentum)") }
+        guard weightDecay.isFinite && weightDecay >= 0 else { throw AdvKitError.invalidArgument("weight decay must be >= 0, got \(weightDecay)") }
+        guard labelSmoothing >= 0 && labelSmoothing < 1 else { throw AdvKitError.invalidArgument("label smoothing must be in [0, 1), got \(labelSmoothing)") }
+    }
+
+    func makeOptimizer() -> Optimizer {
+        switch optimizer {
+        case .adam: return Adam(learningRate: learningRate, weightDecay: weightDecay)
+        case .sgd: return SGD(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay)
+        }
+    }
+}
+
+/// One epoch's record.
+public struct EpochReport: Sendable, Codable {
+    public var epoch: Int
+    public var trainLoss: Double
+    public var testAccuracy: Double?
+    public var learningRate: Float
+    public var seconds: Double
+}
+
+/// Mini-batch training of a model: seeded shuffling, a loss per batch, an optimizer step, per-epoch loss and
+/// test accuracy, progress, and a checkpoint after each epoch.
+///
+/// ```swift
+/// var config = TrainingConfiguration(); config.epochs = 1
+/// let trainer = Trainer(model: model, configuration: config)
+/// let history = try trainer.fit(train, test: test, checkpoint: "model.safetensors")
+/// ```
+public final class Trainer {
+    public let model: Model
+    public let configuration: TrainingConfiguration
+    public let optimizer: Optimizer
+    /// The loss of one batch as a scalar on the tape (default: mean cross-entropy with the configured label
+    /// smoothing). Defenses replace it (adversarial training, VAT, ...).
+    public var batchLoss: (Tape, Model, Tensor, [Int32]) -> Variable
+
+    public init(model: Model, configuration: TrainingConfiguration) {
+        self.model = model
+        self.configuration = configuration
+        self.optimizer = configuration.makeOptimizer()
+        let smoothing = configuration.labelSmoothing
+        batchLoss = { tape, model, x, y in
+            tape.crossEntropy(model(tape.input(x)), labels: y, labelSmoothing: smoothing).mean()
+        }
+    }
+
+    /// The order of the examples in `epoch`: a Fisher-Yates shuffle from (seed, epoch).
+    public static func permutation(count: Int, seed: UInt64, epoch: Int) -> [Int] {
+        var rng = SeededGenerator(seed: seed, stream: 0x5348_5546 &+ UInt64(epoch))
+        var p = Array(0..<count)
+        if count > 1 {
+            for i in stride(from: count - 1, to: 0, by: -1) {
+                let j = Int(rng.next() % UInt64(i + 1))
+                p.swapAt(i, j)
+            }
+        }
+        return p
+    }
+
+    /// Trains for the configured epochs. `checkpoint`, if given, is rewritten (atomically) after each epoch.
+    @discardableResult
+    public func fit(_ train: Dataset, test: Dataset? = nil, checkpoint: String? = nil,
+                    startEpoch: Int = 0, onEpoch: ((EpochReport) -> Void)? = nil) throws -> [EpochReport] {
+        try configuration.validate()
+        guard train.count > 0 else { throw AdvKitError.invalidData("the training set is empty") }
+        guard train.imageShape == model.inputShape else {
+            throw AdvKitError.invalidData("the training images have shape \(train.imageShape), the model takes \(model.inputShape)")
+        }
+        guard train.classCount <= model.classCount else {
+            throw AdvKitError.invalidData("the data has \(train.classCount) classes, the model \(model.classCount)")
+        }
+        let params = model.parameters
+        let tape = Tape(mode: .training)
+        var history: [EpochReport] = []
+        let bs = configuration.batchSize
+        let batches = (train.count + bs - 1) / bs
+        for epoch in startEpoch..<configuration.epochs {
+            let started = Date()
+            optimizer.learningRate = configuration.schedule.rate(base: configuration.learningRate, epoch: epoch)
+            let order = Trainer.permutation(count: train.count, seed: configuration.seed, epoch: epoch)
+            let progress = Progress("epoch \(epoch + 1)/\(configuration.epochs)", total: batches, style: configuration.progress)
+            var lossSum = 0.0
+            for b in 0..<batches {
+                let idx = Array(order[(b * bs)..<Swift.min((b + 1) * bs, train.count)])
+                let x = train.images.gather(idx)
+                let y = idx.map { train.labels[$0] }
+                tape.reset()
+                tape.mode = .training
+                let loss = batchLoss(tape, model, x, y)
+                let value = loss.value.scalar
+                guard value.isFinite else {
+                    throw AdvKitError.invalidData("the training loss became \(value) at epoch \(epoch + 1), batch \(b + 1): lower the learning rate")
+                }
+                lossSum += Double(value) * Double(idx.count)
+                let grads = tape.gradients(of: loss, wrt: params)
+                optimizer.step(params, gradients: grads)
+                progress.update(b + 1, status: String(format: "loss %.4f", lossSum / Double(Swift.min((b + 1) * bs, train.count))))
+            }
+            let accuracy = test.map { model.accuracy($0.images, labels: $0.labels) }
+            let report = EpochReport(epoch: epoch + 1, trainLoss: lossSum / Double(train.count), testAccuracy: accuracy,
+                                     learningRate: optimizer.learningRate, seconds: Date().timeIntervalSince(started))
+            progress.finish(String(format: "train loss %.4f", report.trainLoss)
+                            + (accuracy.map { String(format: ", test accuracy %.2f%%", $0 * 100) } ?? "")
+                            + String(format: ", %.1fs", report.seconds))
+            history.append(report)
+            if let checkpoint {
+                try model.save(to: checkpoint, metadata: ["epoch": String(epoch + 1), "arch": model.architecture.rawValue])
+            }
+            onEpoch?(report)
+        }
+        return history
+    }
+}
