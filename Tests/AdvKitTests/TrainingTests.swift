@@ -1,0 +1,113 @@
+import AdvKit
+import AdvKitTestSupport
+import Foundation
+import XCTest
+
+final class TrainingTests: XCTestCase {
+    private func config(epochs: Int = 3, seed: UInt64 = 0) -> TrainingConfiguration {
+        var c = TrainingConfiguration()
+        c.epochs = epochs
+        c.batchSize = 32
+        c.learningRate = 3e-3
+        c.seed = seed
+        c.progress = .silent
+        return c
+    }
+
+    func testCNNLearnsTheSquaresTask() throws {
+        let train = squaresDataset(count: 512, seed: 1), test = squaresDataset(count: 200, seed: 2)
+        let model = Model(.cnn, inputShape: [1, 16, 16], classes: 4, seed: 0)
+        let big = try Dataset(images: pad(train.images), labels: train.labels, classNames: train.classNames)
+        let bigTest = try Dataset(images: pad(test.images), labels: test.labels, classNames: test.classNames)
+        let before = model.accuracy(bigTest.images, labels: bigTest.labels)
+        let history = try Trainer(model: model, configuration: config()).fit(big, test: bigTest)
+        XCTAssertEqual(history.count, 3)
+        XCTAssertLessThan(history.last!.trainLoss, history.first!.trainLoss, "the loss falls")
+        XCTAssertGreaterThan(history.last!.testAccuracy!, 0.95, "learned (from \(before))")
+    }
+
+    func testSameSeedSameWeightsAndCheckpoint() throws {
+        let train = squaresDataset(count: 256, seed: 3)
+        let dir = temporaryDirectory()
+        func run(_ seed: UInt64) throws -> Model {
+            let m = Model(.mlp, inputShape: [1, 12, 12], classes: 4, seed: seed)
+            try Trainer(model: m, configuration: config(epochs: 2, seed: seed)).fit(train, checkpoint: dir + "/ckpt-\(seed).safetensors")
+            return m
+        }
+        let a = try run(7), b = try run(7)
+        for (x, y) in zip(a.stateDict, b.stateDict) { XCTAssertEqual(x.tensor.value, y.tensor.value, "\(x.name) differs between runs") }
+        let reloaded = Model(.mlp, inputShape: [1, 12, 12], classes: 4, seed: 99)
+        try reloaded.load(from: dir + "/ckpt-7.safetensors")
+        XCTAssertEqual(reloaded.stateDict[0].tensor.value, a.stateDict[0].tensor.value, "the checkpoint holds the final weights")
+        let c = try run(8)
+        XCTAssertNotEqual(c.stateDict[0].tensor.value, a.stateDict[0].tensor.value, "another seed, other weights")
+    }
+
+    func testShuffleIsAPermutationAndDependsOnSeedAndEpoch() {
+        let p = Trainer.permutation(count: 1000, seed: 1, epoch: 0)
+        XCTAssertEqual(p.sorted(), Array(0..<1000))
+        XCTAssertEqual(p, Trainer.permutation(count: 1000, seed: 1, epoch: 0))
+        XCTAssertNotEqual(p, Trainer.permutation(count: 1000, seed: 1, epoch: 1))
+        XCTAssertNotEqual(p, Trainer.permutation(count: 1000, seed: 2, epoch: 0))
+    }
+
+    func testBadSettingsAndDataAreRejected() throws {
+        let train = squaresDataset(count: 8, seed: 4)
+        var c = config()
+        c.batchSize = 0
+        XCTAssertThrowsError(try Trainer(model: Model(.mlp, inputShape: [1, 12, 12], classes: 4), configuration: c).fit(train)) {
+            XCTAssertTrue("\($0)".contains("batch size must be >= 1"))
+        }
+        XCTAssertThrowsError(try Trainer(model: Model(.mlp, inputShape: [1, 28, 28], classes: 4), configuration: config()).fit(train)) {
+            XCTAssertTrue("\($0)".contains("the model takes [1, 28, 28]"))
+        }
+        XCTAssertThrowsError(try Dataset(images: Tensor([Float.nan], shape: [1, 1, 1, 1]), labels: [0], classNames: ["a", "b"])) {
+            XCTAssertTrue("\($0)".contains("NaN"))
+        }
+        XCTAssertThrowsError(try Dataset(images: Tensor([0.5], shape: [1, 1, 1, 1]), labels: [2], classNames: ["a", "b"])) {
+            XCTAssertTrue("\($0)".contains("outside [0, 2)"))
+        }
+    }
+
+    func testOptimizersMinimiseAQuadratic() {
+        for opt: Optimizer in [SGD(learningRate: 0.1, momentum: 0.9), Adam(learningRate: 0.1)] {
+            let p = Parameter(Tensor([3, -2]))
+            for _ in 0..<200 { opt.step([p], gradients: [p.value * 2]) }  // d/dp |p|^2
+            XCTAssertLessThan(p.value.maxAbs(), 0.05, "\(type(of: opt))")
+        }
+        XCTAssertEqual(LearningRateSchedule.step(every: 2, factor: 0.5).rate(base: 1, epoch: 5), 0.25)
+        XCTAssertEqual(LearningRateSchedule.cosine(epochs: 10).rate(base: 1, epoch: 10), 0, accuracy: 1e-6)
+    }
+
+    /// 12×12 → 16×16 (the reference CNN needs at least 16×16), zero border.
+    private func pad(_ x: Tensor) -> Tensor {
+        let n = x.shape[0]
+        var out = Tensor(zeros: [n, 1, 16, 16])
+        for i in 0..<n { for y in 0..<12 { for xx in 0..<12 { out[i, 0, y + 2, xx + 2] = x[i, 0, y, xx] } } }
+        return out
+    }
+}
+
+/// The PyTorch-trained reference CNN, attacked here and back: same logits, same accuracy.
+final class PyTorchInteropTests: XCTestCase {
+    func testLogitsAndAccuracyMatchPyTorch() throws {
+        guard FileManager.default.fileExists(atPath: RepositoryPaths.peerResults) else {
+            throw XCTSkip("\(RepositoryPaths.peerResults) is not beside the repository")
+        }
+        let test = try fashionMNISTTest().prefix(1024)
+        let model = Model(.cnn)
+        try model.load(from: RepositoryPaths.peerModel)
+        let results = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: RepositoryPaths.peerResults))) as! [String: Any]
+        let clean = results["clean"] as! [String: Any]
+        let want = clean["logits_first4"] as! [[Double]]
+        let logits = model.logits(test.images.batch(0..<4))
+        for i in 0..<4 {
+            // PyTorch's figures are printed to 5 decimals: agreement to 1e-4 is what the file can show.
+            assertClose(logits.row(i), want[i], atol: 1e-4, rtol: 0, "logits of image \(i)")
+        }
+        let accuracy = model.accuracy(test.images, labels: test.labels)
+        XCTAssertEqual(accuracy, clean["accuracy"] as! Double, accuracy: 0.5 / 1024, "PyTorch: 89.36%")
+        let pred = model.predict(test.images).classes.map(String.init).joined()
+        XCTAssertEqual(pred, clean["pred"] as? String, "every prediction agrees with PyTorch's")
+    }
+}
