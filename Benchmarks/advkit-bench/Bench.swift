@@ -1,0 +1,231 @@
+// advkit-bench: AdvKit's workloads on the reference CNN, timed the way ../shared/peers/bench_torch.py times
+// PyTorch's (same images, same batch, same repetitions, same JSON terms), so the two run side by side:
+//
+//   swift run -c release advkit-bench --threads 2 --out bench-advkit.json
+//   Benchmarks/compare.sh      # runs this and the PyTorch peer, prints the ratio table
+import AdvKit
+import Foundation
+
+struct Options {
+    var threads = 2
+    var batch = 128
+    var trainBatch = 64
+    var reps = 5
+    var n = 1024
+    var trainN = 4096
+    var minRepSeconds = 0.5
+    var weights: String?
+    var dataDir = Dataset.defaultFashionMNISTDirectory
+    var only: Set<String>?
+    var out: String?
+
+    static func parse(_ args: [String]) throws -> Options {
+        var o = Options()
+        var i = 0
+        func value() throws -> String {
+            i += 1
+            guard i < args.count else { throw AdvKitError.invalidArgument("\(args[i - 1]) needs a value") }
+            return args[i]
+        }
+        func int(_ s: String, _ name: String) throws -> Int {
+            guard let v = Int(s), v > 0 else { throw AdvKitError.invalidArgument("\(name) must be a whole number > 0, got \(s)") }
+            return v
+        }
+        while i < args.count {
+            let a = args[i]
+            switch a {
+            case "--threads": o.threads = try int(try value(), a)
+            case "--batch": o.batch = try int(try value(), a)
+            case "--train-batch": o.trainBatch = try int(try value(), a)
+            case "--reps": o.reps = try int(try value(), a)
+            case "--n": o.n = try int(try value(), a)
+            case "--train-n": o.trainN = try int(try value(), a)
+            case "--min-rep-s":
+                guard let v = Double(try value()), v >= 0 else { throw AdvKitError.invalidArgument("--min-rep-s must be >= 0") }
+                o.minRepSeconds = v
+            case "--weights": o.weights = try value()
+            case "--data-dir": o.dataDir = try value()
+            case "--only": o.only = Set(try value().split(separator: ",").map(String.init))
+            case "--out": o.out = try value()
+            case "-h", "--help":
+                print("""
+                usage: advkit-bench [--threads 2] [--batch 128] [--reps 5] [--n 1024] [--train-n 4096] [--train-batch 64]
+                                    [--min-rep-s 0.5] [--weights FILE] [--data-dir DIR] [--only forward,input_grad,...] [--out FILE]
+                Workloads (keys as in bench_torch.py, suffix /advkit): forward, input_grad, train_std.
+                """)
+                exit(0)
+            default: throw AdvKitError.invalidArgument("unknown option \(a) (see --help)")
+            }
+            i += 1
+        }
+        return o
+    }
+}
+
+/// Per-image FLOP of the reference CNN (bench_torch.py's figures).
+enum FLOP {
+    static let forward = 7_739_904.0
+    static let inputGrad = 15_479_808.0
+    static let trainStep = 22_298_112.0
+}
+
+struct Runner {
+    let options: Options
+
+    func rusage() -> rusage {
+        var r = Glibc.rusage()
+        getrusage(RUSAGE_SELF.rawValue, &r)
+        return r
+    }
+
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+
+    /// Times `runAll` (all images, one pass) after `warmup` (one batch), like bench_torch.py's `timed`.
+    func timed(_ name: String, images: Int, flopPerImage: Double?, warmup: () -> Void, runAll: () -> Tensor?) -> [String: Any] {
+        warmup()
+        var passes = 1
+        if options.minRepSeconds > 0 {
+            let t0 = Date()
+            _ = runAll()
+            let t1 = Date().timeIntervalSince(t0)
+            if t1 < options.minRepSeconds { passes = max(1, Int((options.minRepSeconds / max(t1, 1e-6)).rounded(.up))) }
+        }
+        var times: [Double] = [], faults: [Double] = [], user: [Double] = [], sys: [Double] = []
+        var first: Tensor?
+        var same = true
+        for _ in 0..<options.reps {
+            let r0 = rusage()
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            var out: Tensor?
+            for _ in 0..<passes { out = runAll() }
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            let r1 = rusage()
+            faults.append(Double(r1.ru_minflt - r0.ru_minflt))
+            user.append(seconds(r1.ru_utime) - seconds(r0.ru_utime))
+            sys.append(seconds(r1.ru_stime) - seconds(r0.ru_stime))
+            if let out {
+                if let first { same = same && first == out } else { first = out }
+            }
+        }
+        let med = median(times)
+        let imgs = Double(images * passes)
+        var rec: [String: Any] = [
+            "images": images, "passes_per_rep": passes, "reps": options.reps,
+            "times_s": times.map { round4($0) }, "median_s": round4(med),
+            "images_per_s": (imgs / med * 100).rounded() / 100,
+            "cpu_user_s_median": round4(median(user)), "cpu_sys_s_median": round4(median(sys)),
+            "minor_page_faults_median": Int(median(faults)),
+        ]
+        if let flopPerImage { rec["effective_gflops"] = (imgs * flopPerImage / med / 1e9 * 100).rounded() / 100 }
+        if first != nil { rec["deterministic_across_reps"] = same }
+        FileHandle.standardError.write(Data(String(format: "[%@] %.1f img/s  (median %.3fs of %d x %d pass(es), %d images, %d page faults/rep)\n",
+                                                   name, imgs / med, med, options.reps, passes, images, Int(median(faults))).utf8))
+        return rec
+    }
+
+    func median(_ xs: [Double]) -> Double {
+        let s = xs.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    func round4(_ x: Double) -> Double { (x * 10_000).rounded() / 10_000 }
+}
+
+@main
+struct Bench {
+    static func main() {
+        do {
+            try run(try Options.parse(Array(CommandLine.arguments.dropFirst())))
+        } catch {
+            FileHandle.standardError.write(Data("advkit-bench: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+
+    static func run(_ o: Options) throws {
+        Parallelism.threads = o.threads
+        let started = Date()
+        let model = Model(.cnn)
+        let weights = o.weights ?? defaultWeights()
+        if let weights { try model.load(from: weights) }
+        let test = try Dataset.mnistFormat(directory: o.dataDir, split: .test).prefix(o.n)
+        let x = test.images, y = test.labels
+        let r = Runner(options: o)
+        var workloads: [String: Any] = [:]
+        func want(_ key: String) -> Bool { o.only.map { $0.contains(key) || $0.contains(key + "/advkit") } ?? true }
+        let batches = stride(from: 0, to: test.count, by: o.batch).map { $0..<min($0 + o.batch, test.count) }
+        let xb = batches.map { x.batch($0) }, yb = batches.map { Array(y[$0]) }
+        let tape = Tape()
+
+        if want("forward") {
+            func pass(_ k: Range<Int>) -> Tensor? {
+                var last: Tensor?
+                for i in k { tape.reset(); last = model(tape.input(xb[i])).value }
+                return last
+            }
+            var rec = r.timed("forward/advkit", images: test.count, flopPerImage: FLOP.forward,
+                              warmup: { _ = pass(0..<1) }, runAll: { pass(0..<xb.count) })
+            rec["clean_accuracy"] = model.accuracy(x, labels: y)
+            workloads["forward/advkit"] = rec
+        }
+        if want("input_grad") {
+            func pass(_ k: Range<Int>) -> Tensor? {
+                var last: Tensor?
+                for i in k {
+                    tape.reset()
+                    let v = tape.input(xb[i])
+                    let loss = tape.crossEntropy(model(v), labels: yb[i]).mean()
+                    last = tape.gradient(of: loss, wrt: v)
+                }
+                return last
+            }
+            workloads["input_grad/advkit"] = r.timed("input_grad/advkit", images: test.count, flopPerImage: FLOP.inputGrad,
+                                                     warmup: { _ = pass(0..<1) }, runAll: { pass(0..<xb.count) })
+        }
+        if want("train_std") {
+            let train = try Dataset.mnistFormat(directory: o.dataDir, split: .train).prefix(o.trainN)
+            let initial = model.stateDict.map { $0.tensor.value }
+            let tb = o.trainBatch
+            let tbatches = stride(from: 0, to: train.count, by: tb).map { $0..<min($0 + tb, train.count) }
+            let txb = tbatches.map { train.images.batch($0) }, tyb = tbatches.map { Array(train.labels[$0]) }
+            let m = Model(.cnn)
+            let trainTape = Tape(mode: .training)
+            func pass(_ k: Range<Int>) -> Tensor? {
+                for (p, v) in zip(m.stateDict, initial) { p.tensor.value = v }  // from the trained weights each pass
+                let opt = Adam(learningRate: 1e-3)
+                let params = m.parameters
+                for i in k {
+                    trainTape.reset()
+                    let loss = trainTape.crossEntropy(m(trainTape.input(txb[i])), labels: tyb[i]).mean()
+                    opt.step(params, gradients: trainTape.gradients(of: loss, wrt: params))
+                }
+                return nil
+            }
+            var rec = r.timed("train_std/advkit", images: train.count, flopPerImage: FLOP.trainStep,
+                              warmup: { _ = pass(0..<1) }, runAll: { pass(0..<txb.count) })
+            rec["params"] = ["optimizer": "Adam", "lr": 1e-3, "batch": tb] as [String: Any]
+            workloads["train_std/advkit"] = rec
+        }
+
+        let env = ProcessInfo.processInfo.environment
+        let result: [String: Any] = [
+            "mode": "bench", "tool": "advkit-bench", "threads": o.threads, "batch": o.batch, "reps": o.reps,
+            "blas_corename": Parallelism.blasCoreName,
+            "env": ["OPENBLAS_CORETYPE": env["OPENBLAS_CORETYPE"] ?? "(unset)", "OMP_NUM_THREADS": env["OMP_NUM_THREADS"] ?? "(unset)"],
+            "weights": weights ?? "(seed-0 initialisation)",
+            "data": ["dir": o.dataDir, "n": test.count],
+            "model_flop_per_image": ["forward": FLOP.forward, "input_grad": FLOP.inputGrad, "train_step": FLOP.trainStep],
+            "workloads": workloads,
+            "wall_seconds": (Date().timeIntervalSince(started) * 10).rounded() / 10,
+        ]
+        let json = try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys])
+        if let out = o.out { try FileIO.writeAtomically(json, to: out) }
+        print(String(decoding: json, as: UTF8.self))
+    }
+
+    /// ../shared/peers/models/fmnist_cnn.safetensors beside the repository, if it is there.
+    static func defaultWeights() -> String? {
+        let candidates = ["../shared/peers/models/fmnist_cnn.safetensors", "../../shared/peers/models/fmnist_cnn.safetensors"]
+        return candidates.first { FileManager.default.fileExists(atPath: $0) }
+    }
+}
