@@ -3,7 +3,7 @@ import ArgumentParser
 import Foundation
 
 enum AttackName: String, ExpressibleByArgument, CaseIterable {
-    case fgsm, fgsmLL = "fgsm-ll", bim, mifgsm, rfgsm, pgd
+    case fgsm, fgsmLL = "fgsm-ll", bim, mifgsm, rfgsm, pgd, apgd, jsma, deepfool, cw
 }
 
 extension Norm: ExpressibleByArgument {}
@@ -20,10 +20,17 @@ struct AttackCommand: ParsableCommand {
     @Option(name: .customLong("model"), help: "The model (.safetensors).") var modelPath: String
     @Option(help: "The attack: \(AttackName.allCases.map(\.rawValue).joined(separator: ", ")).") var attack: AttackName
     @Option(help: "Radius of the threat model's ball.") var eps: Float = 0.1
-    @Option(help: "Norm of the ball: linf or l2 (pgd).") var norm: Norm = .linf
+    @Option(help: "Norm: linf or l2 (pgd: the ball, default linf; deepfool: the distance, default l2).") var norm: Norm?
     @Option(help: "Iterations (bim, mifgsm, pgd).") var steps: Int?
     @Option(help: "Step size (bim, mifgsm, rfgsm, pgd).") var alpha: Float?
     @Option(help: "Random restarts, keeping each image's worst case (pgd).") var restarts = 1
+    @Option(help: "Overshoot of the total perturbation (deepfool).") var overshoot: Float = 0.02
+    @Option(help: "Change per pixel, theta (jsma).") var theta: Float = 1
+    @Option(help: "Largest fraction of pixels changed, gamma (jsma).") var gamma: Float = 0.1
+    @Option(help: "Confidence margin kappa (cw).") var kappa: Float = 0
+    @Option(help: "Initial constant c (cw).") var cwConstant: Float = 1
+    @Option(help: "Binary search steps over c (cw).") var searchSteps = 5
+    @Option(help: "Learning rate of Adam (cw).") var cwLr: Float = 0.1
     @Flag(help: "No random start (pgd).") var noRandomStart = false
     @Flag(help: "Targeted: make the model predict --target-class.") var targeted = false
     @Option(help: "The class a targeted attack aims for.") var targetClass: Int?
@@ -50,7 +57,12 @@ struct AttackCommand: ParsableCommand {
         case .bim: return BIM(epsilon: eps, alpha: alpha, steps: steps)
         case .mifgsm: return BIM.momentum(epsilon: eps, alpha: alpha, steps: steps ?? 10)
         case .rfgsm: return RFGSM(epsilon: eps, alpha: alpha)
-        case .pgd: return PGD(epsilon: eps, alpha: alpha, steps: steps ?? 40, norm: norm, randomStart: !noRandomStart, restarts: restarts)
+        case .pgd: return PGD(epsilon: eps, alpha: alpha, steps: steps ?? 40, norm: norm ?? .linf, randomStart: !noRandomStart, restarts: restarts)
+        case .apgd: return APGD(epsilon: eps, steps: steps ?? 100, norm: norm ?? .linf)
+        case .jsma: return JSMA(theta: theta, gamma: gamma)
+        case .deepfool: return DeepFool(steps: steps ?? 50, overshoot: overshoot, norm: norm ?? .l2)
+        case .cw: return CarliniWagnerL2(confidence: kappa, initialConstant: cwConstant, binarySearchSteps: searchSteps,
+                                        steps: steps ?? 100, learningRate: cwLr)
         }
     }
 
@@ -68,12 +80,13 @@ struct AttackCommand: ParsableCommand {
                                    batchSize: batchSize, progress: quiet ? .silent : .automatic)
             try IDX.write(result.adversarial, to: out)
             func fmt(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "-" }
-            print(String(format: "%@ (%@, eps %g) on %d images: clean accuracy %.2f%%, robust accuracy %.2f%%, success rate %.2f%%",
-                         attack.rawValue, goal.description, eps, test.count, result.cleanAccuracy * 100,
+            let usesEps = ![.jsma, .deepfool, .cw].contains(attack)
+            print(String(format: "%@ (%@%@) on %d images: clean accuracy %.2f%%, robust accuracy %.2f%%, success rate %.2f%%",
+                         attack.rawValue, goal.description, usesEps ? String(format: ", eps %g", eps) : "", test.count, result.cleanAccuracy * 100,
                          result.robustAccuracy * 100, result.successRate * 100))
             print("perturbation of successful images: median L2 \(fmt(result.medianL2)), median Linf \(fmt(result.medianLinf)), mean L2 \(fmt(result.meanL2)); \(String(format: "%.1f", result.seconds))s; wrote \(out)")
             if let json {
-                var settings: [String: Any] = ["attack": attack.rawValue, "eps": eps, "norm": norm.rawValue, "goal": goal.description,
+                var settings: [String: Any] = ["attack": attack.rawValue, "eps": usesEps ? eps as Any : NSNull(), "norm": (norm ?? (attack == .deepfool ? .l2 : .linf)).rawValue, "goal": goal.description,
                                                "batch_size": batchSize, "model": modelPath, "arch": network.arch.rawValue,
                                                "images": test.count, "threads": Parallelism.threads]
                 if let steps { settings["steps"] = steps }

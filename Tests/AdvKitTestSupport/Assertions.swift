@@ -65,3 +65,9 @@ public func fashionMNISTTest() throws -> Dataset {
     }
     return try Dataset.mnistFormat(directory: dir, split: .test)
 }
+
+public func median(_ xs: [Double]) -> Double? {
+    guard !xs.isEmpty else { return nil }
+    let s = xs.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}

@@ -1,0 +1,121 @@
+/// APGD-CE (Croce & Hein 2020): PGD without a step size to tune, the first attack of AutoAttack.
+///
+///     z_{k+1} = Π(x_k + η_k · sign(∇L(x_k)))                         (L2: ∇L/‖∇L‖₂)
+///     x_{k+1} = Π(x_k + a·(z_{k+1} − x_k) + (1 − a)·(x_k − x_{k−1})),   a = 0.75 (0 at the first step)
+///
+/// η starts at 2ε and is halved, per image, at checkpoints w_j = ⌈p_j·N⌉ (p₀ = 0, p₁ = 0.22,
+/// p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)) when the loss rose in fewer than ρ = 75% of the steps
+/// since the last checkpoint, or when η and the best loss are both unchanged since then; a halving restarts
+/// from the best point. Each image returns its highest-loss point (or the first that reached the goal).
+/// - Parameters: epsilon (0.1), steps (100), norm (.linf), seed (random start uniform in the ball, as the paper).
+public struct APGD: Attack {
+    public var epsilon: Float
+    public var steps: Int
+    public var norm: Norm
+    public var rho: Float = 0.75
+    public var name: String { "apgd-ce" }
+
+    public init(epsilon: Float = 0.1, steps: Int = 100, norm: Norm = .linf) {
+        self.epsilon = epsilon
+        self.steps = steps
+        self.norm = norm
+    }
+
+    public func validate() throws {
+        try checkEpsilon(epsilon)
+        try checkSteps(steps)
+    }
+
+    static func checkpoints(_ steps: Int) -> Set<Int> {
+        var p: [Double] = [0, 0.22]
+        while p.last! < 1 { p.append(p[p.count - 1] + max(p[p.count - 1] - p[p.count - 2] - 0.03, 0.06)) }
+        return Set(p.dropFirst().map { Int((Double(steps) * $0).rounded(.up)) }.filter { $0 < steps })
+    }
+
+    public func perturb(_ model: Classifier, _ batch: AttackBatch) -> Tensor {
+        let n = batch.count, d = batch.images.shape.itemCount
+        let loss = AttackLoss()
+        let pgd = PGD(epsilon: epsilon, alpha: 0, steps: 1, norm: norm, randomStart: true)
+        var x = pgd.start(batch, restart: 0)
+        var eta = [Float](repeating: 2 * epsilon, count: n)
+        let marks = APGD.checkpoints(steps)
+        var e = loss.evaluate(model, x, batch)
+        var lossNow = sign(e.losses, batch)
+        var best = x, bestLoss = lossNow
+        var reachedBest = batch.reached(e.logits)
+        var previous = x
+        var increases = [Int](repeating: 0, count: n)
+        var lastMark = 0
+        var etaAtMark = eta, bestAtMark = bestLoss
+        for k in 0..<steps {
+            let a: Float = k == 0 ? 1 : 0.75
+            // z = Π(x + η·s(g)), per-image η
+            var z = x
+            z.makeUnique()
+            let zp = z.storage.pointer, gp = e.gradient.storage.pointer
+            for i in 0..<n {
+                if norm == .linf {
+                    for j in 0..<d { let g = gp[i * d + j]; zp[i * d + j] += eta[i] * (g > 0 ? 1 : (g < 0 ? -1 : 0)) }
+                } else {
+                    var s: Float = 0
+                    for j in 0..<d { s += gp[i * d + j] * gp[i * d + j] }
+                    let f = s > 0 ? eta[i] / s.squareRoot() : 0
+                    for j in 0..<d { zp[i * d + j] += f * gp[i * d + j] }
+                }
+            }
+            project(&z, batch)
+            var next = x
+            next.makeUnique()
+            let np = next.storage.pointer, xp = x.storage.pointer, pp = previous.storage.pointer
+            for j in 0..<(n * d) { np[j] = xp[j] + a * (zp[j] - xp[j]) + (1 - a) * (xp[j] - pp[j]) }
+            project(&next, batch)
+            previous = x
+            x = next
+            e = loss.evaluate(model, x, batch)
+            let l = sign(e.losses, batch)
+            let reached = batch.reached(e.logits)
+            best.makeUnique()
+            for i in 0..<n {
+                if l[i] > lossNow[i] { increases[i] += 1 }
+                lossNow[i] = l[i]
+                if !reachedBest[i] && (reached[i] || l[i] > bestLoss[i]) {
+                    bestLoss[i] = l[i]
+                    reachedBest[i] = reached[i]
+                    (best.storage.pointer + i * d).update(from: x.storage.pointer + i * d, count: d)
+                }
+            }
+            if marks.contains(k + 1) {
+                let window = k + 1 - lastMark
+                for i in 0..<n {
+                    let fewIncreases = Float(increases[i]) < rho * Float(window)
+                    let stalled = etaAtMark[i] == eta[i] && bestAtMark[i] == bestLoss[i]
+                    if fewIncreases || stalled {
+                        eta[i] /= 2
+                        // Restart this image from its best point.
+                        x.makeUnique()
+                        (x.storage.pointer + i * d).update(from: best.storage.pointer + i * d, count: d)
+                    }
+                    increases[i] = 0
+                }
+                etaAtMark = eta
+                bestAtMark = bestLoss
+                lastMark = k + 1
+                e = loss.evaluate(model, x, batch)
+            }
+        }
+        return best
+    }
+
+    private func sign(_ losses: Tensor, _ batch: AttackBatch) -> [Float] {
+        let s: Float = batch.targets == nil ? 1 : -1
+        return losses.scalars.map { $0 * s }
+    }
+
+    private func project(_ x: inout Tensor, _ batch: AttackBatch) {
+        if norm == .linf {
+            Kernels.projectLinf(&x, origin: batch.images, epsilon: epsilon, lo: batch.bounds.lo, hi: batch.bounds.hi)
+        } else {
+            Kernels.projectL2(&x, origin: batch.images, epsilon: epsilon, lo: batch.bounds.lo, hi: batch.bounds.hi)
+        }
+    }
+}

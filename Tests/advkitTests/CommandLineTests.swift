@@ -1,0 +1,99 @@
+import AdvKit
+import AdvKitTestSupport
+import Foundation
+import XCTest
+
+/// The `advkit` command end to end, on small generated files in MNIST's format.
+final class CommandLineTests: XCTestCase {
+    private var dir = ""
+
+    override func setUpWithError() throws {
+        dir = temporaryDirectory()
+        // A tiny "mnist" folder: 512 training and 64 test images of the squares task, 28×28, gzip'd IDX.
+        for (split, count, seed) in [("train", 512, UInt64(1)), ("t10k", 64, 2)] {
+            let d = squaresDataset(count: count, classes: 4, size: 28, seed: seed)
+            try Gzip.compress(IDX.encode(d.images.reshaped([count, 28, 28]), as: .uint8))
+                .write(to: URL(fileURLWithPath: "\(dir)/\(split)-images-idx3-ubyte.gz"))
+            try IDX.encodeLabels(d.labels).write(to: URL(fileURLWithPath: "\(dir)/\(split)-labels-idx1-ubyte"))
+        }
+    }
+
+    /// Runs the built `advkit` with `args`; returns (exit code, stdout, stderr).
+    @discardableResult
+    private func advkit(_ args: [String]) throws -> (Int32, String, String) {
+        // The test bundle runs from the build folder, beside the products.
+        let url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("advkit")
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            XCTFail("\(url.path) is not built: run `swift build --build-tests` first")
+            throw CocoaError(.fileNoSuchFile)
+        }
+        let p = Process()
+        p.executableURL = url
+        p.arguments = args
+        p.environment = ["ADVKIT_THREADS": "2", "PATH": "/usr/bin:/bin"]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    private let data = ["--dataset", "mnist"]
+
+    func testTrainPredictAttackRoundTrip() throws {
+        let model = dir + "/m.safetensors"
+        var (code, out, err) = try advkit(["train", "--arch", "mlp"] + data + ["--data-dir", dir, "--epochs", "3", "--lr", "3e-3", "--out", model, "--quiet"])
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(out.contains("test accuracy"), out)
+        (code, out, err) = try advkit(["predict", "--arch", "mlp", "--model", model] + data + ["--data-dir", dir, "--json", dir + "/p.json"])
+        XCTAssertEqual(code, 0, err)
+        let p = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/p.json"))) as! [String: Any]
+        XCTAssertGreaterThan(p["accuracy"] as! Double, 0.9, "the squares task is learned")
+        XCTAssertEqual((p["predictions"] as! [Int]).count, 64)
+        (code, out, err) = try advkit(["attack", "--arch", "mlp", "--model", model] + data + ["--data-dir", dir, "--attack", "pgd", "--eps", "0.3",
+                                       "--steps", "10", "--alpha", "0.05", "--out", dir + "/adv.idx", "--json", dir + "/a.json", "--quiet"])
+        XCTAssertEqual(code, 0, err)
+        let a = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/a.json"))) as! [String: Any]
+        XCTAssertLessThan(a["robust_accuracy"] as! Double, a["clean_accuracy"] as! Double)
+        XCTAssertEqual((a["per_image"] as! [Any]).count, 64)
+        // The adversarial images (float32 IDX) read back through --images: the same robust accuracy.
+        let adv = try IDX.readImages(dir + "/adv.idx")
+        XCTAssertLessThanOrEqual(adv.max(), 1)
+        try IDX.writeLabels(try IDX.readLabels(dir + "/t10k-labels-idx1-ubyte"), to: dir + "/labels.idx")
+        (code, out, err) = try advkit(["predict", "--arch", "mlp", "--model", model, "--images", dir + "/adv.idx", "--labels", dir + "/labels.idx",
+                                       "--json", dir + "/p2.json"])
+        XCTAssertEqual(code, 0, err)
+        let p2 = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/p2.json"))) as! [String: Any]
+        XCTAssertEqual(p2["accuracy"] as! Double, a["robust_accuracy"] as! Double, accuracy: 1e-9)
+    }
+
+    func testBadInputsExitNonZeroWithAClearMessageAndWriteNothing() throws {
+        let model = dir + "/m.safetensors"
+        try Model(.mlp, inputShape: [1, 28, 28], classes: 10, seed: 0).save(to: model)
+        try Data("not an idx file".utf8).write(to: URL(fileURLWithPath: dir + "/bad.idx"))
+        let cases: [([String], String)] = [
+            (["attack", "--arch", "mlp", "--model", model, "--data-dir", dir] + data + ["--attack", "fgsm", "--eps=-0.1", "--out", dir + "/o1.idx"], "--eps must be a number >= 0"),
+            (["attack", "--arch", "mlp", "--model", model, "--data-dir", dir] + data + ["--attack", "nope", "--out", dir + "/o2.idx"], "nope"),
+            (["attack", "--arch", "mlp", "--model", model, "--data-dir", dir] + data + ["--attack", "pgd", "--steps", "0", "--out", dir + "/o3.idx"], "--steps must be >= 1"),
+            (["attack", "--arch", "mlp", "--model", model, "--data-dir", dir] + data + ["--attack", "fgsm", "--targeted", "--out", dir + "/o4.idx"], "--targeted needs --target-class"),
+            (["attack", "--arch", "mlp", "--model", model, "--data-dir", dir] + data + ["--attack", "fgsm", "--targeted", "--target-class", "12", "--out", dir + "/o5.idx"], "--target-class 12 is outside [0, 10)"),
+            (["attack", "--arch", "cnn", "--model", model, "--data-dir", dir] + data + ["--attack", "fgsm", "--out", dir + "/o6.idx"], "the tensors do not match the model"),
+            (["predict", "--arch", "mlp", "--model", dir + "/missing.safetensors", "--data-dir", dir] + data, "missing.safetensors: no such file"),
+            (["predict", "--arch", "mlp", "--model", model, "--images", dir + "/bad.idx", "--labels", dir + "/bad.idx"], "not a valid IDX file"),
+            (["train", "--data-dir", dir + "/nowhere"] + data + ["--out", dir + "/o7.safetensors"], "no such file"),
+            (["train", "--data-dir", dir] + data + ["--batch-size", "0", "--out", dir + "/o8.safetensors"], "--batch-size must be >= 1"),
+            (["predict", "--model", model, "--dataset", "cifar10"], "--dataset cifar10 needs --data-dir"),
+            (["frobnicate"], "frobnicate"),
+        ]
+        for (args, message) in cases {
+            let (code, out, err) = try advkit(args)
+            XCTAssertNotEqual(code, 0, "\(args) should fail")
+            XCTAssertTrue((err + out).contains(message), "\(args): \"\(err)\" does not say \"\(message)\"")
+            XCTAssertFalse(err.contains("Fatal error") || err.contains("Stack dump"), "\(args) crashed: \(err)")
+        }
+        let written = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("o") }
+        XCTAssertEqual(written, [], "a failed command writes no output file")
+    }
+}
