@@ -43,11 +43,16 @@ enum Kernels {
     }
 
     static func convForward(out: inout Tensor, workspace: UnsafeMutablePointer<Float>, input: Tensor,
-                            weight: Tensor, bias: Tensor?, shape s: ck_conv2d_shape) {
+                            weight: Tensor, bias: Tensor?, shape s: ck_conv2d_shape, activation: FusedActivation = .none) {
         ready()
         var s = s
         ck_conv2d_forward(out.storage.pointer, workspace, input.storage.pointer, weight.storage.pointer,
-                          bias?.storage.pointer, &s)
+                          bias?.storage.pointer, &s, activation.ck, activation.bound)
+    }
+
+    /// dst = dout masked by where the activation passed its input (out: the forward's output).
+    static func activationMask(_ dst: UnsafeMutablePointer<Float>, dOut: Tensor, out: Tensor, activation: FusedActivation) {
+        ck_activation_mask(dst, dOut.storage.pointer, out.storage.pointer, activation.ck, activation.bound, out.count)
     }
 
     static func convBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
@@ -66,10 +71,12 @@ enum Kernels {
 
     // MARK: linear
 
-    static func linearForward(out: inout Tensor, input: Tensor, weight: Tensor, bias: Tensor?) {
+    static func linearForward(out: inout Tensor, input: Tensor, weight: Tensor, bias: Tensor?,
+                              activation: FusedActivation = .none) {
         ready()
         ck_linear_forward(out.storage.pointer, input.storage.pointer, weight.storage.pointer,
-                          bias?.storage.pointer, input.shape[0], weight.shape[1], weight.shape[0])
+                          bias?.storage.pointer, input.shape[0], weight.shape[1], weight.shape[0], activation.ck,
+                          activation.bound)
     }
 
     static func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
@@ -286,6 +293,26 @@ enum Kernels {
     static var threads: Int { ready(); return ck_get_num_threads() }
     static var cpuCount: Int { ck_cpu_count() }
     static var blasCoreName: String { ready(); return String(cString: ck_blas_corename()) }
+}
+
+/// An activation fused into the epilogue of a convolution or a linear layer.
+public enum FusedActivation: Equatable, Sendable {
+    case none, relu
+    /// min(max(x, 0), t)
+    case boundedReLU(Float)
+
+    var ck: ck_activation {
+        switch self {
+        case .none: return CK_ACT_NONE
+        case .relu: return CK_ACT_RELU
+        case .boundedReLU: return CK_ACT_BRELU
+        }
+    }
+
+    var bound: Float {
+        if case let .boundedReLU(t) = self { return t }
+        return 0
+    }
 }
 
 /// How many threads AdvKit's kernels use.

@@ -22,19 +22,37 @@ CK_VECTOR void ck_brelu_backward(float *dinp, const float *dout, const float *ou
     for (size_t i = 0; i < n; i++) dinp[i] += (out[i] > 0.0f && out[i] < t) ? dout[i] : 0.0f;
 }
 
-CK_VECTOR void ck_bias_relu_nchw(float *out, const float *bias, size_t N, size_t C, size_t HW, int relu) {
-    for (size_t n = 0; n < N; n++) {
-        for (size_t c = 0; c < C; c++) {
-            float *p = out + (n * C + c) * HW;
-            const float b = bias ? bias[c] : 0.0f;
-            if (relu) {
-                for (size_t i = 0; i < HW; i++) {
-                    float x = p[i] + b;
-                    p[i] = x > 0.0f ? x : 0.0f;
-                }
-            } else {
-                for (size_t i = 0; i < HW; i++) p[i] += b;
-            }
+static inline float ck_act(float x, ck_activation act, float bound) {
+    if (act == CK_ACT_NONE) return x;
+    x = x > 0.0f ? x : 0.0f;
+    return (act == CK_ACT_BRELU && x > bound) ? bound : x;
+}
+
+CK_VECTOR void ck_bias_act_rows(float *rows, const float *bias, size_t R, size_t L, ck_activation act, float bound) {
+    for (size_t r = 0; r < R; r++) {
+        float *p = rows + r * L;
+        const float b = bias ? bias[r] : 0.0f;
+        switch (act) {
+        case CK_ACT_NONE: for (size_t i = 0; i < L; i++) p[i] += b; break;
+        case CK_ACT_RELU: for (size_t i = 0; i < L; i++) { float x = p[i] + b; p[i] = x > 0.0f ? x : 0.0f; } break;
+        case CK_ACT_BRELU:
+            for (size_t i = 0; i < L; i++) { float x = p[i] + b; x = x > 0.0f ? x : 0.0f; p[i] = x < bound ? x : bound; }
+            break;
         }
+    }
+}
+
+CK_VECTOR void ck_bias_act_cols(float *rows, const float *bias, size_t R, size_t L, ck_activation act, float bound) {
+    for (size_t r = 0; r < R; r++) {
+        float *p = rows + r * L;
+        for (size_t i = 0; i < L; i++) p[i] = ck_act(p[i] + (bias ? bias[i] : 0.0f), act, bound);
+    }
+}
+
+CK_VECTOR void ck_activation_mask(float *dst, const float *dout, const float *out, ck_activation act, float bound, size_t n) {
+    switch (act) {
+    case CK_ACT_NONE: for (size_t i = 0; i < n; i++) dst[i] = dout[i]; break;
+    case CK_ACT_RELU: for (size_t i = 0; i < n; i++) dst[i] = out[i] > 0.0f ? dout[i] : 0.0f; break;
+    case CK_ACT_BRELU: for (size_t i = 0; i < n; i++) dst[i] = (out[i] > 0.0f && out[i] < bound) ? dout[i] : 0.0f; break;
     }
 }

@@ -89,6 +89,8 @@ typedef struct {
     const float *inp, *weight, *bias, *dout;
     const ck_conv2d_shape *s;
     size_t per_thread;
+    ck_activation act;
+    float bound;
 } conv_job;
 
 static void conv_forward_part(void *ctx, size_t begin, size_t end, size_t t) {
@@ -104,22 +106,17 @@ static void conv_forward_part(void *ctx, size_t begin, size_t end, size_t t) {
             ck_im2col(col, inp_n, s);
             b = col;
         }
-        float beta = 0.0f;
-        if (j->bias) {  // start from the bias, then let sgemm accumulate
-            for (size_t o = 0; o < s->OC; o++) {
-                float *row = out_n + o * P;
-                for (size_t p = 0; p < P; p++) row[p] = j->bias[o];
-            }
-            beta = 1.0f;
-        }
-        // out_n (OC, P) = weight (OC, CKK) @ col (CKK, P)
-        ck_sgemm(0, 0, s->OC, P, CKK, 1.0f, j->weight, CKK, b, P, beta, out_n, P);
+        // out_n (OC, P) = weight (OC, CKK) @ col (CKK, P), then bias and activation while it is in cache
+        ck_sgemm(0, 0, s->OC, P, CKK, 1.0f, j->weight, CKK, b, P, 0.0f, out_n, P);
+        if (j->bias || j->act != CK_ACT_NONE) ck_bias_act_rows(out_n, j->bias, s->OC, P, j->act, j->bound);
     }
 }
 
 void ck_conv2d_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
-                       const ck_conv2d_shape *s) {
+                       const ck_conv2d_shape *s, ck_activation act, float bound) {
     conv_job j = {0};
+    j.act = act;
+    j.bound = bound;
     j.out = out;
     j.work = work;
     j.inp = inp;

@@ -4,16 +4,9 @@
 
 // inp (N,IN), weight (OUT,IN), bias (OUT), out (N,OUT)
 void ck_linear_forward(float *out, const float *inp, const float *weight, const float *bias, size_t N,
-                       size_t IN, size_t OUT) {
-    float beta = 0.0f;
-    if (bias) {
-        for (size_t n = 0; n < N; n++) {
-            float *out_n = out + n * OUT;
-            for (size_t o = 0; o < OUT; o++) out_n[o] = bias[o];
-        }
-        beta = 1.0f;
-    }
-    ck_sgemm(0, 1, N, OUT, IN, 1.0f, inp, IN, weight, IN, beta, out, OUT);
+                       size_t IN, size_t OUT, ck_activation act, float bound) {
+    ck_sgemm(0, 1, N, OUT, IN, 1.0f, inp, IN, weight, IN, 0.0f, out, OUT);
+    if (bias || act != CK_ACT_NONE) ck_bias_act_cols(out, bias, N, OUT, act, bound);
 }
 
 // dout (N,OUT) -> dinp (N,IN), dweight (OUT,IN), dbias (OUT)

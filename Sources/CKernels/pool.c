@@ -11,12 +11,47 @@ typedef struct {
     const ck_pool_shape *s;
 } pool_job;
 
+// The common 2x2, stride 2 window, branch-free so that it vectorises over the output columns: a NaN is taken
+// (and kept) like a larger value, and ties keep the first element, as the general loop below.
+CK_VECTOR static void maxpool2x2_plane(float *out_p, int32_t *arg_p, const float *inp_p, size_t W, size_t OH,
+                                       size_t OW) {
+    for (size_t oh = 0; oh < OH; oh++) {
+        const float *r0 = inp_p + 2 * oh * W, *r1 = r0 + W;
+        float *o = out_p + oh * OW;
+        int32_t *a = arg_p + oh * OW;
+        const int32_t base = (int32_t)(2 * oh * W);
+        for (size_t ow = 0; ow < OW; ow++) {
+            float best = r0[2 * ow];
+            int32_t bi = base + (int32_t)(2 * ow);
+            float v = r0[2 * ow + 1];
+            int take = (v > best) | ((v != v) & (best == best));
+            best = take ? v : best;
+            bi = take ? base + (int32_t)(2 * ow + 1) : bi;
+            v = r1[2 * ow];
+            take = (v > best) | ((v != v) & (best == best));
+            best = take ? v : best;
+            bi = take ? base + (int32_t)(W + 2 * ow) : bi;
+            v = r1[2 * ow + 1];
+            take = (v > best) | ((v != v) & (best == best));
+            best = take ? v : best;
+            bi = take ? base + (int32_t)(W + 2 * ow + 1) : bi;
+            o[ow] = best;
+            a[ow] = bi;
+        }
+    }
+}
+
 // inp (N,C,H,W) -> out (N,C,OH,OW), argmax (N,C,OH,OW)
 static void maxpool_fwd_part(void *ctx, size_t begin, size_t end, size_t t) {
     (void)t;
     const pool_job *j = (const pool_job *)ctx;
     const ck_pool_shape *s = j->s;
     const size_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, K = s->K, st = s->stride;
+    if (K == 2 && st == 2) {
+        for (size_t plane = begin; plane < end; plane++)
+            maxpool2x2_plane(j->out + plane * OH * OW, j->argmax_out + plane * OH * OW, j->inp + plane * H * W, W, OH, OW);
+        return;
+    }
     for (size_t plane = begin; plane < end; plane++) {
         const float *inp_p = j->inp + plane * H * W;
         float *out_p = j->out + plane * OH * OW;

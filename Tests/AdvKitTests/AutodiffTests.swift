@@ -11,6 +11,33 @@ final class AutodiffTests: XCTestCase {
         }
     }
 
+    func testFusedActivationGradients() {
+        let x = randomTensor([2, 2, 6, 5], seed: 31), w = randomTensor([3, 2, 3, 3], seed: 32), b = randomTensor([3], seed: 33)
+        checkGradients([x, w, b]) { t, v in t.conv2d(v[0], weight: v[1], bias: v[2], padding: 1, activation: .relu) }
+        checkGradients([x, w, b]) { t, v in t.conv2d(v[0], weight: v[1], bias: v[2], activation: .boundedReLU(0.5)) }
+        checkGradients([randomTensor([3, 7], seed: 34), randomTensor([5, 7], seed: 35), randomTensor([5], seed: 36)]) { t, v in
+            t.linear(v[0], weight: v[1], bias: v[2], activation: .boundedReLU(0.8))
+        }
+    }
+
+    func testFusedSequentialEqualsLayerByLayer() {
+        for activation in [Activation.relu, .boundedReLU(1)] {
+            let model = Model(.cnn, inputShape: [1, 16, 16], classes: 4, activation: activation, seed: 9)
+            let images = randomTensor([3, 1, 16, 16], seed: 10, lo: 0, hi: 1)
+            let fused = Tape(), plain = Tape()
+            let fx = fused.input(images), px = plain.input(images)
+            let fz = model(fx)
+            var h = px
+            for child in model.network.children { h = child.layer(h) }  // one node per layer, no fusion
+            XCTAssertLessThan(fused.count, plain.count, "fusion records fewer nodes")
+            assertClose(fz.value.scalars, h.value.scalars, atol: 0, rtol: 0, "same logits")
+            let labels: [Int32] = [0, 1, 3]
+            let fg = fused.gradients(of: fused.crossEntropy(fz, labels: labels).sum(), wrt: [fx] + model.parameters.map { fused.variable(for: $0)! })
+            let pg = plain.gradients(of: plain.crossEntropy(h, labels: labels).sum(), wrt: [px] + model.parameters.map { plain.variable(for: $0)! })
+            for (a, b) in zip(fg, pg) { assertClose(a.scalars, b.scalars, atol: 0, rtol: 0, "same gradients") }
+        }
+    }
+
     func testLinearGradients() {
         checkGradients([randomTensor([3, 7], seed: 4), randomTensor([5, 7], seed: 5), randomTensor([5], seed: 6)]) { t, v in
             t.linear(v[0], weight: v[1], bias: v[2])

@@ -29,7 +29,7 @@ final class ConvolutionTests: XCTestCase {
                 var out = [Float](repeating: .nan, count: g.n * g.oc * g.oh * g.ow)
                 var work = [Float](repeating: 0, count: ck_conv2d_workspace_floats(&s, threads))
                 for bias in [true, false] {
-                    ck_conv2d_forward(&out, &work, x, w, bias ? b : nil, &s)
+                    ck_conv2d_forward(&out, &work, x, w, bias ? b : nil, &s, CK_ACT_NONE, 0)
                     // float32 sums of C*KH*KW <= 50 products of values in [-1, 1]
                     assertClose(out, Reference.conv2d(x, w, bias ? b : nil, g), atol: 1e-5, rtol: 1e-4,
                                 "threads \(threads) \(g) bias \(bias)")
@@ -57,6 +57,26 @@ final class ConvolutionTests: XCTestCase {
                 assertClose(db, want.db.map { $0 + 1 }, atol: 1e-4, rtol: 1e-4, "db threads \(threads) \(g)")
             }
         }
+    }
+
+    func testFusedActivationEpilogues() {
+        let g = Reference.ConvGeometry(n: 2, c: 2, h: 7, w: 6, oc: 3, kh: 3, kw: 3, stride: 1, pad: 1)
+        var s = shape(g)
+        let x = randomArray(g.n * g.c * g.h * g.w, seed: 21), w = randomArray(g.oc * g.c * 9, seed: 22), b = randomArray(g.oc, seed: 23)
+        let want = Reference.conv2d(x, w, b, g)
+        var work = [Float](repeating: 0, count: ck_conv2d_workspace_floats(&s, 2))
+        var out = [Float](repeating: .nan, count: want.count)
+        ck_conv2d_forward(&out, &work, x, w, b, &s, CK_ACT_RELU, 0)
+        assertClose(out, want.map { max($0, 0) }, atol: 1e-5, rtol: 1e-4, "conv + ReLU")
+        ck_conv2d_forward(&out, &work, x, w, b, &s, CK_ACT_BRELU, 0.5)
+        assertClose(out, want.map { min(max($0, 0), 0.5) }, atol: 1e-5, rtol: 1e-4, "conv + bounded ReLU")
+        var lin = [Float](repeating: .nan, count: 3 * 4)
+        let lx = randomArray(3 * 5, seed: 24), lw = randomArray(4 * 5, seed: 25), lb = randomArray(4, seed: 26)
+        ck_linear_forward(&lin, lx, lw, lb, 3, 5, 4, CK_ACT_RELU, 0)
+        assertClose(lin, Reference.linear(lx, lw, lb, n: 3, inF: 5, outF: 4).map { max($0, 0) }, atol: 1e-5, rtol: 1e-4, "linear + ReLU")
+        var mask = [Float](repeating: .nan, count: 4)
+        ck_activation_mask(&mask, [1, 2, 3, 4], [0, 0.2, 0.5, 0.7], CK_ACT_BRELU, 0.5, 4)
+        XCTAssertEqual(mask, [0, 2, 0, 0], "passes only where 0 < out < bound")
     }
 
     func testNullGradientOutputsAreSkipped() {

@@ -10,7 +10,7 @@ final class LayerKernelTests: XCTestCase {
         for (n, inF, outF) in [(1, 1, 1), (3, 7, 5), (64, 100, 33)] {
             let x = randomArray(n * inF, seed: 1), w = randomArray(outF * inF, seed: 2), b = randomArray(outF, seed: 3)
             var out = [Float](repeating: .nan, count: n * outF)
-            ck_linear_forward(&out, x, w, b, n, inF, outF)
+            ck_linear_forward(&out, x, w, b, n, inF, outF, CK_ACT_NONE, 0)
             assertClose(out, Reference.linear(x, w, b, n: n, inF: inF, outF: outF), atol: 1e-5, rtol: 1e-4, "forward \(n) \(inF) \(outF)")
             let dout = randomArray(n * outF, seed: 4)
             var dx = [Float](repeating: 0, count: x.count), dw = [Float](repeating: 0, count: w.count), db = [Float](repeating: 0, count: outF)

@@ -4,8 +4,8 @@ import Foundation
 /// allocations; `custom` is the escape hatch for anything else.
 enum Op {
     case leaf
-    case conv2d(input: Int, weight: Int, bias: Int?, stride: Int, padding: Int)
-    case linear(input: Int, weight: Int, bias: Int?)
+    case conv2d(input: Int, weight: Int, bias: Int?, stride: Int, padding: Int, activation: FusedActivation)
+    case linear(input: Int, weight: Int, bias: Int?, activation: FusedActivation)
     case relu(Int)
     case boundedReLU(Int, bound: Float)
     case maxPool(Int, argmax: Int32Buffer, kernel: Int, stride: Int)
@@ -25,8 +25,8 @@ enum Op {
     func anyInput(where pred: (Int) -> Bool) -> Bool {
         switch self {
         case .leaf: return false
-        case let .conv2d(x, w, b, _, _): return pred(x) || pred(w) || (b.map(pred) ?? false)
-        case let .linear(x, w, b): return pred(x) || pred(w) || (b.map(pred) ?? false)
+        case let .conv2d(x, w, b, _, _, _): return pred(x) || pred(w) || (b.map(pred) ?? false)
+        case let .linear(x, w, b, _): return pred(x) || pred(w) || (b.map(pred) ?? false)
         case let .batchNorm(x, g, b, _, _): return pred(x) || pred(g) || pred(b)
         case let .add(a, b): return pred(a) || pred(b)
         case let .relu(x), let .boundedReLU(x, _), let .maxPool(x, _, _, _), let .avgPool(x, _, _),
@@ -46,8 +46,10 @@ extension Tape {
         precondition(v.tape === self, "a variable from another tape was used")
     }
 
-    /// 2-D convolution: input (N,C,H,W), weight (OC,C,KH,KW), bias (OC). Zero padding.
-    public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: Int = 1, padding: Int = 0) -> Variable {
+    /// 2-D convolution: input (N,C,H,W), weight (OC,C,KH,KW), bias (OC). Zero padding. `activation` is applied
+    /// in the kernel's epilogue (one pass over the output instead of two).
+    public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: Int = 1, padding: Int = 0,
+                       activation: FusedActivation = .none) -> Variable {
         check(x); check(weight)
         let xs = x.shape, ws = weight.shape
         precondition(xs.rank == 4 && ws.rank == 4 && xs[1] == ws[1],
@@ -59,21 +61,22 @@ extension Tape {
         let s = Kernels.convShape(xs, ws, stride: stride, padding: padding)
         var out = newValue([xs[0], ws[0], s.OH, s.OW])
         let work = scratch(floats: Kernels.convWorkspaceFloats(s))
-        Kernels.convForward(out: &out, workspace: work, input: x.value, weight: weight.value, bias: bias?.value, shape: s)
+        Kernels.convForward(out: &out, workspace: work, input: x.value, weight: weight.value, bias: bias?.value, shape: s,
+                            activation: activation)
         return append(out, .conv2d(input: x.index, weight: weight.index, bias: bias?.index, stride: stride,
-                                   padding: padding))
+                                   padding: padding, activation: activation))
     }
 
-    /// y = x Wᵀ + b: input (N,IN), weight (OUT,IN), bias (OUT).
-    public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable {
+    /// y = act(x Wᵀ + b): input (N,IN), weight (OUT,IN), bias (OUT); the activation is fused into the epilogue.
+    public func linear(_ x: Variable, weight: Variable, bias: Variable?, activation: FusedActivation = .none) -> Variable {
         check(x); check(weight)
         let xs = x.shape, ws = weight.shape
         precondition(xs.rank == 2 && ws.rank == 2 && xs[1] == ws[1],
                      "linear: input \(xs) does not match weight \(ws) (want (N,\(ws.rank == 2 ? ws[1] : 0)))")
         if let bias { precondition(bias.shape == [ws[0]], "linear: bias \(bias.shape) must be [\(ws[0])]") }
         var out = newValue([xs[0], ws[0]])
-        Kernels.linearForward(out: &out, input: x.value, weight: weight.value, bias: bias?.value)
-        return append(out, .linear(input: x.index, weight: weight.index, bias: bias?.index))
+        Kernels.linearForward(out: &out, input: x.value, weight: weight.value, bias: bias?.value, activation: activation)
+        return append(out, .linear(input: x.index, weight: weight.index, bias: bias?.index, activation: activation))
     }
 
     /// max(x, 0)
@@ -244,23 +247,34 @@ extension Tape {
 // MARK: - Pullbacks
 
 extension Tape {
+    /// The upstream gradient of a node with a fused activation, masked by where the activation passed its input
+    /// (into the tape's mask scratch; valid until the next call). Without an activation, `g` itself.
+    func masked(_ g: Tensor, node i: Int, _ activation: FusedActivation) -> Tensor {
+        guard activation != .none else { return g }
+        let m = maskScratch(g.shape)
+        Kernels.activationMask(m.storage.pointer, dOut: g, out: nodes[i].value, activation: activation)
+        return m
+    }
+
     /// Propagates node i's gradient `g` into its inputs' gradients (adding).
     func backward(node i: Int, upstream g: Tensor) {
         switch nodes[i].op {
         case .leaf:
             break
-        case let .conv2d(x, w, b, stride, padding):
+        case let .conv2d(x, w, b, stride, padding, activation):
             let xv = nodes[x].value, wv = nodes[w].value
             let s = Kernels.convShape(xv.shape, wv.shape, stride: stride, padding: padding)
             let dx = gradPointer(x), dw = gradPointer(w), db = b.flatMap { gradPointer($0) }
             if dx == nil && dw == nil && db == nil { return }
+            let dOut = masked(g, node: i, activation)
             let work = scratch(floats: Kernels.convWorkspaceFloats(s))
-            Kernels.convBackward(dInput: dx, dWeight: dw, dBias: db, workspace: work, dOut: g, input: xv,
+            Kernels.convBackward(dInput: dx, dWeight: dw, dBias: db, workspace: work, dOut: dOut, input: xv,
                                  weight: wv, shape: s)
-        case let .linear(x, w, b):
+        case let .linear(x, w, b, activation):
             let dx = gradPointer(x), dw = gradPointer(w), db = b.flatMap { gradPointer($0) }
-            Kernels.linearBackward(dInput: dx, dWeight: dw, dBias: db, dOut: g, input: nodes[x].value,
-                                   weight: nodes[w].value)
+            if dx == nil && dw == nil && db == nil { return }
+            Kernels.linearBackward(dInput: dx, dWeight: dw, dBias: db, dOut: masked(g, node: i, activation),
+                                   input: nodes[x].value, weight: nodes[w].value)
         case let .relu(x):
             guard let dx = gradPointer(x) else { return }
             Kernels.reluBackward(dInput: dx, dOut: g, out: nodes[i].value)
@@ -348,6 +362,9 @@ extension Tape {
                 node.value.withUnsafeBufferPointer { p in for v in p { h.combine(v > 0 && v < t) } }
             case let .maxPool(_, arg, _, _):
                 for i in 0..<arg.count { h.combine(arg.pointer[i]) }
+            case let .conv2d(_, _, _, _, _, act), let .linear(_, _, _, act):
+                if act == .none { break }
+                node.value.withUnsafeBufferPointer { p in for v in p { h.combine(v > 0 && (act == .relu || v < act.bound)) } }
             default:
                 break
             }

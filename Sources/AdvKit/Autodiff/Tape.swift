@@ -151,6 +151,14 @@ public final class Tape {
         return b
     }
 
+    private var maskStorage = TensorStorage(capacity: 0)
+
+    /// A buffer for a masked upstream gradient (fused activations); valid until the next call.
+    func maskScratch(_ shape: Shape) -> Tensor {
+        if maskStorage.capacity < shape.count { maskStorage = TensorStorage(capacity: shape.count) }
+        return Tensor(shape: shape, storage: maskStorage)
+    }
+
     /// Scratch memory for one kernel call (convolution's im2col); valid until the next call.
     func scratch(floats: Int) -> UnsafeMutablePointer<Float> {
         if scratch.capacity < floats { scratch = TensorStorage(capacity: floats) }

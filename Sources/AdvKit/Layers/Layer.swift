@@ -67,9 +67,13 @@ public final class Conv2D: Layer {
         self.padding = padding
     }
 
-    public func callAsFunction(_ x: Variable) -> Variable {
+    public func callAsFunction(_ x: Variable) -> Variable { callAsFunction(x, activation: .none) }
+
+    /// The convolution with `activation` fused into its epilogue.
+    public func callAsFunction(_ x: Variable, activation: FusedActivation) -> Variable {
         let t = x.tape
-        return t.conv2d(x, weight: t.parameter(weight), bias: bias.map { t.parameter($0) }, stride: stride, padding: padding)
+        return t.conv2d(x, weight: t.parameter(weight), bias: bias.map { t.parameter($0) }, stride: stride, padding: padding,
+                        activation: activation)
     }
 
     public var namedTensors: [(name: String, tensor: NamedTensor)] {
@@ -89,10 +93,13 @@ public final class Linear: Layer {
         self.bias = bias ? Parameter(Initializer.uniform([outputFeatures], bound: bound, rng: &rng)) : nil
     }
 
-    public func callAsFunction(_ x: Variable) -> Variable {
+    public func callAsFunction(_ x: Variable) -> Variable { callAsFunction(x, activation: .none) }
+
+    /// The layer with `activation` fused into its epilogue.
+    public func callAsFunction(_ x: Variable, activation: FusedActivation) -> Variable {
         let t = x.tape
         let input = x.shape.rank == 2 ? x : t.flatten(x)
-        return t.linear(input, weight: t.parameter(weight), bias: bias.map { t.parameter($0) })
+        return t.linear(input, weight: t.parameter(weight), bias: bias.map { t.parameter($0) }, activation: activation)
     }
 
     public var namedTensors: [(name: String, tensor: NamedTensor)] {
@@ -102,6 +109,7 @@ public final class Linear: Layer {
 
 public final class ReLU: Layer {
     public init() {}
+    var fused: FusedActivation { .relu }
     public func callAsFunction(_ x: Variable) -> Variable { x.tape.relu(x) }
 }
 
@@ -114,6 +122,7 @@ public final class BoundedReLU: Layer {
         self.bound = bound
     }
     public func callAsFunction(_ x: Variable) -> Variable { x.tape.boundedReLU(x, bound: bound) }
+    var fused: FusedActivation { .boundedReLU(bound) }
 }
 
 public final class MaxPool2D: Layer {

@@ -11,10 +11,36 @@ public final class Sequential: Layer {
         children = layers.enumerated().map { (name: String($0.offset), layer: $0.element) }
     }
 
+    /// Applies the children in order. A Conv2D or Linear followed directly by ReLU or BoundedReLU runs as one
+    /// fused node (the activation in the kernel's epilogue): the same values and gradients, one pass less.
     public func callAsFunction(_ x: Variable) -> Variable {
         var h = x
-        for child in children { h = child.layer(h) }
+        var i = 0
+        while i < children.count {
+            let layer = children[i].layer
+            let next = i + 1 < children.count ? children[i + 1].layer : nil
+            if let act = Sequential.fusable(next) {
+                if let conv = layer as? Conv2D {
+                    h = conv(h, activation: act)
+                    i += 2
+                    continue
+                }
+                if let fc = layer as? Linear {
+                    h = fc(h, activation: act)
+                    i += 2
+                    continue
+                }
+            }
+            h = layer(h)
+            i += 1
+        }
         return h
+    }
+
+    static func fusable(_ layer: Layer?) -> FusedActivation? {
+        if let r = layer as? ReLU { return r.fused }
+        if let b = layer as? BoundedReLU { return b.fused }
+        return nil
     }
 
     public var namedTensors: [(name: String, tensor: NamedTensor)] {

@@ -37,6 +37,10 @@ void ck_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
 void ck_sgemm_naive(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A,
                     size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
+// ---- Fused activations ----------------------------------------------------------------------------------
+// The activation a forward kernel applies in its epilogue, while the output is still in cache.
+typedef enum { CK_ACT_NONE = 0, CK_ACT_RELU = 1, CK_ACT_BRELU = 2 } ck_activation;
+
 // ---- Convolution (conv2d.c) -----------------------------------------------------------------------------
 typedef struct {
     size_t N, C, H, W;     // input
@@ -51,17 +55,18 @@ size_t ck_conv2d_workspace_floats(const ck_conv2d_shape *s, size_t threads);
 void ck_im2col(float *col, const float *img, const ck_conv2d_shape *s);
 // img (C,H,W) += col2im(col).
 void ck_col2im_add(float *img, const float *col, const ck_conv2d_shape *s);
-// inp (N,C,H,W), weight (OC,C,KH,KW), bias (OC) or NULL, out (N,OC,OH,OW).
+// inp (N,C,H,W), weight (OC,C,KH,KW), bias (OC) or NULL, out (N,OC,OH,OW) = act(conv(inp) + bias), with
+// act = none, ReLU, or the bounded ReLU min(max(x,0),bound).
 void ck_conv2d_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
-                       const ck_conv2d_shape *s);
+                       const ck_conv2d_shape *s, ck_activation act, float bound);
 // dout (N,OC,OH,OW) -> dinp (N,C,H,W), dweight (OC,C,KH,KW), dbias (OC); each may be NULL.
 void ck_conv2d_backward(float *dinp, float *dweight, float *dbias, float *work, const float *dout,
                         const float *inp, const float *weight, const ck_conv2d_shape *s);
 
 // ---- Linear (linear.c) ----------------------------------------------------------------------------------
-// inp (N,IN), weight (OUT,IN) (PyTorch's layout), bias (OUT) or NULL, out (N,OUT).
+// inp (N,IN), weight (OUT,IN) (PyTorch's layout), bias (OUT) or NULL, out (N,OUT) = act(inp Wᵀ + bias).
 void ck_linear_forward(float *out, const float *inp, const float *weight, const float *bias, size_t N,
-                       size_t IN, size_t OUT);
+                       size_t IN, size_t OUT, ck_activation act, float bound);
 // dout (N,OUT) -> dinp (N,IN), dweight (OUT,IN), dbias (OUT); each may be NULL.
 void ck_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, size_t N, size_t IN, size_t OUT);
@@ -89,8 +94,12 @@ void ck_relu_backward(float *dinp, const float *dout, const float *out, size_t n
 void ck_brelu_forward(float *out, const float *inp, float t, size_t n);
 // dinp += dout where 0 < out < t.
 void ck_brelu_backward(float *dinp, const float *dout, const float *out, float t, size_t n);
-// out (N,C,H,W) += bias (C) per channel, then ReLU when relu != 0: the fused conv epilogue.
-void ck_bias_relu_nchw(float *out, const float *bias, size_t N, size_t C, size_t HW, int relu);
+// rows (R, L): row r += bias[r] (bias may be NULL), then the activation. The conv epilogue (R = OC, L = OH*OW).
+void ck_bias_act_rows(float *rows, const float *bias, size_t R, size_t L, ck_activation act, float bound);
+// rows (R, L): element (r, l) += bias[l], then the activation. The linear epilogue (R = N, L = OUT).
+void ck_bias_act_cols(float *rows, const float *bias, size_t R, size_t L, ck_activation act, float bound);
+// dst = dout where the activation passed its input (out: the forward's output), else 0. Writes, not adds.
+void ck_activation_mask(float *dst, const float *dout, const float *out, ck_activation act, float bound, size_t n);
 
 // ---- Batch normalisation (batchnorm.c) ------------------------------------------------------------------
 // Training mode: per-channel batch statistics over (N,H,W). Writes out, the normalised input xhat (kept for
