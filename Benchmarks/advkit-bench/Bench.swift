@@ -12,7 +12,9 @@ struct Options {
     var trainBatch = 64
     var reps = 5
     var n = 1024
+    var nMinimal = 128
     var trainN = 4096
+    var advtrainN = 1024
     var minRepSeconds = 0.5
     var weights: String?
     var dataDir = Dataset.defaultFashionMNISTDirectory
@@ -39,7 +41,9 @@ struct Options {
             case "--train-batch": o.trainBatch = try int(try value(), a)
             case "--reps": o.reps = try int(try value(), a)
             case "--n": o.n = try int(try value(), a)
+            case "--n-minimal": o.nMinimal = try int(try value(), a)
             case "--train-n": o.trainN = try int(try value(), a)
+            case "--advtrain-n": o.advtrainN = try int(try value(), a)
             case "--min-rep-s":
                 guard let v = Double(try value()), v >= 0 else { throw AdvKitError.invalidArgument("--min-rep-s must be >= 0") }
                 o.minRepSeconds = v
@@ -49,9 +53,11 @@ struct Options {
             case "--out": o.out = try value()
             case "-h", "--help":
                 print("""
-                usage: advkit-bench [--threads 2] [--batch 128] [--reps 5] [--n 1024] [--train-n 4096] [--train-batch 64]
-                                    [--min-rep-s 0.5] [--weights FILE] [--data-dir DIR] [--only forward,input_grad,...] [--out FILE]
-                Workloads (keys as in bench_torch.py, suffix /advkit): forward, input_grad, train_std.
+                usage: advkit-bench [--threads 2] [--batch 128] [--reps 5] [--n 1024] [--n-minimal 128] [--train-n 4096]
+                                    [--advtrain-n 1024] [--train-batch 64] [--min-rep-s 0.5] [--weights FILE] [--data-dir DIR]
+                                    [--only forward,input_grad,...] [--out FILE]
+                Workloads (keys as in bench_torch.py, suffix /advkit): forward, input_grad, fgsm, pgd40, pgd40_norandom,
+                deepfool (first --n-minimal images), cw (first --n-minimal), train_std, train_pgd7.
                 """)
                 exit(0)
             default: throw AdvKitError.invalidArgument("unknown option \(a) (see --help)")
@@ -182,6 +188,45 @@ struct Bench {
             workloads["input_grad/advkit"] = r.timed("input_grad/advkit", images: test.count, flopPerImage: FLOP.inputGrad,
                                                      warmup: { _ = pass(0..<1) }, runAll: { pass(0..<xb.count) })
         }
+        // Attacks: the images and settings of bench_torch.py (eps 0.1; PGD alpha 0.01, 40 steps; DeepFool 50 steps,
+        // overshoot 0.02; C&W 100 steps, one binary-search step, c = 1), with its correctness figures.
+        // Timed: the attack's images (`generate`), as bench_torch.py times the libraries' attack calls; the
+        // figures below come from one untimed `run`.
+        func attackRecord(_ key: String, _ attack: Attack, images: Tensor, labels: [Int32], flop: Double?) throws {
+            var rec = r.timed(key, images: labels.count, flopPerImage: flop, warmup: {
+                _ = try? attack.generate(model, images: images.batch(0..<min(o.batch, labels.count)),
+                                         labels: Array(labels.prefix(o.batch)), seed: 0, batchSize: o.batch)
+            }, runAll: {
+                try? attack.generate(model, images: images, labels: labels, seed: 0, batchSize: o.batch)
+            })
+            let res = try attack.run(model, images: images, labels: labels, seed: 0, batchSize: o.batch)
+            rec["robust_accuracy"] = res.robustAccuracy
+            rec["clean_accuracy_same_images"] = res.cleanAccuracy
+            rec["attack_success_rate_on_correct"] = res.successRate
+            rec["linf_max"] = Double(res.outcomes.map(\.linf).max() ?? 0)
+            rec["l2_mean"] = res.outcomes.map { Double($0.l2) }.reduce(0, +) / Double(max(res.outcomes.count, 1))
+            rec["l2_median_successful"] = res.medianL2 as Any
+            rec["in_bounds_0_1"] = res.adversarial.min() >= 0 && res.adversarial.max() <= 1
+            rec["adv_pred"] = res.outcomes.map { String($0.adversarialPrediction) }.joined()
+            workloads[key] = rec
+        }
+        let small = test.prefix(o.nMinimal)
+        if want("fgsm") { try attackRecord("fgsm/advkit", FGSM(epsilon: 0.1), images: x, labels: y, flop: FLOP.inputGrad + FLOP.forward) }
+        if want("pgd40") {
+            try attackRecord("pgd40/advkit", PGD(epsilon: 0.1, alpha: 0.01, steps: 40, randomStart: true), images: x, labels: y,
+                             flop: 40 * FLOP.inputGrad)
+        }
+        if want("pgd40_norandom") {
+            try attackRecord("pgd40_norandom/advkit", PGD(epsilon: 0.1, alpha: 0.01, steps: 40, randomStart: false), images: x,
+                             labels: y, flop: 40 * FLOP.inputGrad)
+        }
+        if want("deepfool") {
+            try attackRecord("deepfool/advkit", DeepFool(steps: 50, overshoot: 0.02), images: small.images, labels: small.labels, flop: nil)
+        }
+        if want("cw") {
+            try attackRecord("cw/advkit", CarliniWagnerL2(initialConstant: 1, binarySearchSteps: 1, steps: 100), images: small.images,
+                             labels: small.labels, flop: nil)
+        }
         if want("train_std") {
             let train = try Dataset.mnistFormat(directory: o.dataDir, split: .train).prefix(o.trainN)
             let initial = model.stateDict.map { $0.tensor.value }
@@ -205,6 +250,34 @@ struct Bench {
                               warmup: { _ = pass(0..<1) }, runAll: { pass(0..<txb.count) })
             rec["params"] = ["optimizer": "Adam", "lr": 1e-3, "batch": tb] as [String: Any]
             workloads["train_std/advkit"] = rec
+        }
+        if want("train_pgd7") {
+            // Adversarial training as bench_torch.py times it: per batch of 64, PGD-7 (eps 0.1, alpha 0.025, random
+            // start) on the model being trained, then one Adam step on the adversarial batch.
+            let train = try Dataset.mnistFormat(directory: o.dataDir, split: .train).prefix(o.advtrainN)
+            let initial = model.stateDict.map { $0.tensor.value }
+            let tb = o.trainBatch
+            let tbatches = stride(from: 0, to: train.count, by: tb).map { $0..<min($0 + tb, train.count) }
+            let txb = tbatches.map { train.images.batch($0) }, tyb = tbatches.map { Array(train.labels[$0]) }
+            let m = Model(.cnn)
+            let trainTape = Tape(mode: .training)
+            let pgd = PGD(epsilon: 0.1, alpha: 0.025, steps: 7, randomStart: true)
+            func pass(_ k: Range<Int>) -> Tensor? {
+                for (p, v) in zip(m.stateDict, initial) { p.tensor.value = v }
+                let opt = Adam(learningRate: 1e-3)
+                let params = m.parameters
+                for i in k {
+                    let adv = (try? pgd.generate(m, images: txb[i], labels: tyb[i], seed: UInt64(i), batchSize: tb)) ?? txb[i]
+                    trainTape.reset()
+                    let loss = trainTape.crossEntropy(m(trainTape.input(adv)), labels: tyb[i]).mean()
+                    opt.step(params, gradients: trainTape.gradients(of: loss, wrt: params))
+                }
+                return nil
+            }
+            var rec = r.timed("train_pgd7/advkit", images: train.count, flopPerImage: FLOP.trainStep + 7 * FLOP.inputGrad,
+                              warmup: { _ = pass(0..<1) }, runAll: { pass(0..<txb.count) })
+            rec["params"] = ["optimizer": "Adam", "lr": 1e-3, "batch": tb, "attack": "PGD Linf eps=0.1 alpha=0.025 steps=7 random start"] as [String: Any]
+            workloads["train_pgd7/advkit"] = rec
         }
 
         let env = ProcessInfo.processInfo.environment

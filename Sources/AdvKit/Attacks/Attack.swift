@@ -188,10 +188,40 @@ public protocol Attack {
 extension Attack {
     public func validate() throws {}
 
-    /// Runs the attack on `images` with `labels`, `batchSize` images at a time.
+    /// The adversarial images alone: validation, targets, batching and seeds as `run`, without measuring the
+    /// outcome (the benchmarks time this, as the Python libraries' attack calls are timed).
+    public func generate(_ model: Classifier, images: Tensor, labels: [Int32], goal: Goal = .untargeted,
+                         bounds: PixelBounds = .unit, seed: UInt64 = 0, batchSize: Int = 128,
+                         progress: Progress.Style = .silent) throws -> Tensor {
+        try generateWithTargets(model, images: images, labels: labels, goal: goal, bounds: bounds, seed: seed,
+                                batchSize: batchSize, progress: progress, cleanLogits: nil).adversarial
+    }
+
+    /// Runs the attack on `images` with `labels`, `batchSize` images at a time, and measures every image.
     public func run(_ model: Classifier, images: Tensor, labels: [Int32], goal: Goal = .untargeted,
                     bounds: PixelBounds = .unit, seed: UInt64 = 0, batchSize: Int = 128,
                     progress: Progress.Style = .silent) throws -> AttackResult {
+        let started = Date()
+        try checkInputs(model, images: images, labels: labels, goal: goal, bounds: bounds, batchSize: batchSize)
+        let clean = model.logits(of: images)
+        let (adversarial, targets) = try generateWithTargets(model, images: images, labels: labels, goal: goal,
+                                                             bounds: bounds, seed: seed, batchSize: batchSize,
+                                                             progress: progress, cleanLogits: clean)
+        let outcomes = AttackOutcomes.evaluate(model, clean: images, cleanLogits: clean, adversarial: adversarial,
+                                               labels: labels, targets: targets, margin: goal.margin)
+        let result = AttackResult(attack: name, goal: goal, adversarial: adversarial, outcomes: outcomes,
+                                  seconds: Date().timeIntervalSince(started))
+        if progress != .silent {
+            Progress("\(name) \(goal)", total: 1, style: progress)
+                .finish(String(format: "robust accuracy %.2f%%, success %.2f%%, %.1fs", result.robustAccuracy * 100,
+                               result.successRate * 100, result.seconds))
+        }
+        return result
+    }
+
+    /// Checks images, labels, bounds and settings; the error names the first problem.
+    func checkInputs(_ model: Classifier, images: Tensor, labels: [Int32], goal: Goal, bounds: PixelBounds,
+                     batchSize: Int) throws {
         try validate()
         guard batchSize >= 1 else { throw AdvKitError.invalidArgument("batch size must be >= 1, got \(batchSize)") }
         guard images.shape.rank == 4, images.shape[0] == labels.count else {
@@ -205,10 +235,17 @@ extension Attack {
         }
         try Dataset.validatePixels(images, name: "the images", lo: bounds.lo, hi: bounds.hi)
         if goal.margin < 0 || !goal.margin.isFinite { throw AdvKitError.invalidArgument("the confidence margin must be >= 0, got \(goal.margin)") }
+    }
 
-        let started = Date()
+    func generateWithTargets(_ model: Classifier, images: Tensor, labels: [Int32], goal: Goal, bounds: PixelBounds,
+                             seed: UInt64, batchSize: Int, progress: Progress.Style,
+                             cleanLogits: Tensor?) throws -> (adversarial: Tensor, targets: [Int32]?) {
+        if cleanLogits == nil {
+            try checkInputs(model, images: images, labels: labels, goal: goal, bounds: bounds, batchSize: batchSize)
+        }
         let n = labels.count
-        let clean = model.logits(of: images)
+        // Least-likely targets need the clean logits; other goals do not.
+        let clean = cleanLogits ?? (goal.kind == .leastLikely ? model.logits(of: images) : Tensor(zeros: [n, model.classCount]))
         let targets = try goal.resolveTargets(count: n, cleanLogits: clean, classes: model.classCount)
         var parts: [Tensor] = []
         let bar = Progress("\(name) \(goal)", total: n, style: progress)
@@ -225,13 +262,7 @@ extension Attack {
             bar.update(end)
         }
         let adversarial = parts.isEmpty ? images : (parts.count == 1 ? parts[0] : Tensor.concatenate(parts))
-        let outcomes = AttackOutcomes.evaluate(model, clean: images, cleanLogits: clean, adversarial: adversarial,
-                                               labels: labels, targets: targets, margin: goal.margin)
-        let result = AttackResult(attack: name, goal: goal, adversarial: adversarial, outcomes: outcomes,
-                                  seconds: Date().timeIntervalSince(started))
-        bar.finish(String(format: "robust accuracy %.2f%%, success %.2f%%, %.1fs", result.robustAccuracy * 100,
-                          result.successRate * 100, result.seconds))
-        return result
+        return (adversarial, targets)
     }
 }
 

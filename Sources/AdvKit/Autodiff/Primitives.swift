@@ -290,7 +290,13 @@ extension Tape {
             Kernels.avgPoolBackward(dInput: dx, dOut: g,
                                     shape: Kernels.poolShape(nodes[x].value.shape, kernel: k, stride: st))
         case let .reshape(x):
-            accumulate(x, g)
+            // The input's gradient is the same numbers under another shape: take the buffer instead of copying it
+            // when nothing else has written there yet (never the caller's seed: that is node `last`'s).
+            if needs[x], grads[x] == nil, i != gradientOutput {
+                grads[x] = g.reshaped(nodes[x].value.shape)
+            } else {
+                accumulate(x, g)
+            }
         case let .add(a, b):
             accumulate(a, g)
             accumulate(b, g)

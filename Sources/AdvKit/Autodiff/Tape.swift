@@ -55,8 +55,10 @@ public final class Tape {
     private var gradPool: [TensorStorage] = []
     private var indexPool: [Int: Int32Buffer] = [:]
     private var savedPool: [Int: TensorStorage] = [:]
-    private var grads: [Tensor?] = []
-    private var needs: [Bool] = []
+    var grads: [Tensor?] = []
+    var needs: [Bool] = []
+    /// The node `gradients` started from (its gradient is the caller's seed).
+    var gradientOutput = -1
     private var scratch: TensorStorage = TensorStorage(capacity: 0)
 
     public init(mode: Mode = .inference) {
@@ -180,6 +182,7 @@ public final class Tape {
     public func gradients(of output: Variable, seed: Tensor? = nil, wrt targets: [Variable]) -> [Tensor] {
         precondition(output.tape === self, "the output was recorded on another tape")
         let last = output.index
+        gradientOutput = last
         if let seed {
             precondition(seed.shape == output.shape,
                          "seed shape \(seed.shape) does not match the output's shape \(output.shape)")
