@@ -20,6 +20,7 @@ struct Options {
     var dataDir = Dataset.defaultFashionMNISTDirectory
     var only: Set<String>?
     var out: String?
+    var pgdStepsOnly: Int?
 
     static func parse(_ args: [String]) throws -> Options {
         var o = Options()
@@ -51,6 +52,9 @@ struct Options {
             case "--data-dir": o.dataDir = try value()
             case "--only": o.only = Set(try value().split(separator: ",").map(String.init))
             case "--out": o.out = try value()
+            case "--pgd-steps-only":
+                // Memory and allocation probes: one PGD run of --n images with this many steps, nothing else.
+                o.pgdStepsOnly = try int(try value(), a)
             case "-h", "--help":
                 print("""
                 usage: advkit-bench [--threads 2] [--batch 128] [--reps 5] [--n 1024] [--n-minimal 128] [--train-n 4096]
@@ -156,6 +160,11 @@ struct Bench {
         if let weights { try model.load(from: weights) }
         let test = try Dataset.mnistFormat(directory: o.dataDir, split: .test).prefix(o.n)
         let x = test.images, y = test.labels
+        if let steps = o.pgdStepsOnly {
+            let adv = try PGD(epsilon: 0.1, alpha: 0.01, steps: steps).generate(model, images: x, labels: y, batchSize: o.batch)
+            print("pgd \(steps) steps on \(test.count) images: mean \(adv.mean())")
+            return
+        }
         let r = Runner(options: o)
         var workloads: [String: Any] = [:]
         func want(_ key: String) -> Bool { o.only.map { $0.contains(key) || $0.contains(key + "/advkit") } ?? true }

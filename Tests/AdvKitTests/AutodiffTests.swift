@@ -165,6 +165,28 @@ final class AutodiffTests: XCTestCase {
         }
     }
 
+    func testAWarmAttackLoopAllocatesNoBuffers() {
+        // The shape of PGD's inner loop: forward, input gradient, step in place. After the first pass every
+        // buffer comes from the tape's pools (Benchmarks/allocations.sh counts mallocs: 0 per step).
+        let model = Model(.cnn, seed: 7)
+        var x = randomTensor([8, 1, 28, 28], seed: 8, lo: 0, hi: 1)
+        let x0 = x
+        let labels: [Int32] = [0, 1, 2, 3, 4, 5, 6, 7]
+        let tape = Tape()
+        var afterFirst = 0
+        for step in 0..<4 {
+            tape.reset()
+            let v = tape.input(x)
+            let loss = tape.crossEntropy(model(v), labels: labels)
+            let g = tape.gradient(of: loss, seed: Tensor(repeating: 1, shape: [8]), wrt: v)
+            tape.reset()
+            x.add(g.map { $0 > 0 ? 0.01 : -0.01 }, scaledBy: 1)
+            if step == 0 { afterFirst = tape.allocatedBuffers }
+        }
+        XCTAssertEqual(tape.allocatedBuffers, afterFirst, "steps after the first allocate no tape buffers")
+        XCTAssertNotEqual(x, x0)
+    }
+
     func testBuffersAreReusedButNeverUnderAHolder() {
         let model = Model(.cnn, inputShape: [1, 16, 16], classes: 4, seed: 5)
         let images = randomTensor([2, 1, 16, 16], seed: 6, lo: 0, hi: 1)

@@ -59,7 +59,7 @@ extension Tape {
                      "conv2d: input \(xs) is smaller than the kernel \(ws)")
         if let bias { precondition(bias.shape == [ws[0]], "conv2d: bias \(bias.shape) must be [\(ws[0])]") }
         let s = Kernels.convShape(xs, ws, stride: stride, padding: padding)
-        var out = newValue([xs[0], ws[0], s.OH, s.OW])
+        var out = newValue(Shape(xs[0], ws[0], s.OH, s.OW))
         let work = scratch(floats: Kernels.convWorkspaceFloats(s))
         Kernels.convForward(out: &out, workspace: work, input: x.value, weight: weight.value, bias: bias?.value, shape: s,
                             activation: activation)
@@ -74,7 +74,7 @@ extension Tape {
         precondition(xs.rank == 2 && ws.rank == 2 && xs[1] == ws[1],
                      "linear: input \(xs) does not match weight \(ws) (want (N,\(ws.rank == 2 ? ws[1] : 0)))")
         if let bias { precondition(bias.shape == [ws[0]], "linear: bias \(bias.shape) must be [\(ws[0])]") }
-        var out = newValue([xs[0], ws[0]])
+        var out = newValue(Shape(xs[0], ws[0]))
         Kernels.linearForward(out: &out, input: x.value, weight: weight.value, bias: bias?.value, activation: activation)
         return append(out, .linear(input: x.index, weight: weight.index, bias: bias?.index, activation: activation))
     }
@@ -103,7 +103,7 @@ extension Tape {
         precondition(x.shape.rank == 4 && k >= 1 && st >= 1 && x.shape[2] >= k && x.shape[3] >= k,
                      "maxPool2d: kernel \(k) stride \(st) does not fit input \(x.shape)")
         let s = Kernels.poolShape(x.shape, kernel: k, stride: st)
-        var out = newValue([s.N, s.C, s.OH, s.OW])
+        var out = newValue(Shape(s.N, s.C, s.OH, s.OW))
         let arg = newIndices(count: out.count)
         Kernels.maxPoolForward(out: &out, argmax: arg.pointer, input: x.value, shape: s)
         return append(out, .maxPool(x.index, argmax: arg, kernel: k, stride: st))
@@ -116,7 +116,7 @@ extension Tape {
         precondition(x.shape.rank == 4 && k >= 1 && st >= 1 && x.shape[2] >= k && x.shape[3] >= k,
                      "avgPool2d: kernel \(k) stride \(st) does not fit input \(x.shape)")
         let s = Kernels.poolShape(x.shape, kernel: k, stride: st)
-        var out = newValue([s.N, s.C, s.OH, s.OW])
+        var out = newValue(Shape(s.N, s.C, s.OH, s.OW))
         Kernels.avgPoolForward(out: &out, input: x.value, shape: s)
         return append(out, .avgPool(x.index, kernel: k, stride: st))
     }
@@ -129,7 +129,7 @@ extension Tape {
 
     /// (N, ...) -> (N, rest)
     public func flatten(_ x: Variable) -> Variable {
-        reshape(x, [x.shape[0], x.shape.itemCount])
+        reshape(x, Shape(x.shape[0], x.shape.itemCount))
     }
 
     public func add(_ a: Variable, _ b: Variable) -> Variable {
@@ -183,7 +183,7 @@ extension Tape {
                      "crossEntropy: logits \(s) and \(labels.count) labels do not match")
         precondition(labels.allSatisfy { $0 >= 0 && Int($0) < s[1] }, "crossEntropy: a label is outside [0, \(s[1]))")
         precondition(labelSmoothing >= 0 && labelSmoothing < 1, "labelSmoothing must be in [0, 1), got \(labelSmoothing)")
-        var losses = newValue([s[0]])
+        var losses = newValue(Shape(s[0]))
         var probs = newSaved(s, slot: 0)
         labels.withUnsafeBufferPointer {
             Kernels.softmaxCrossEntropy(losses: &losses, probs: &probs, logits: logits.value, labels: $0.baseAddress!,
@@ -196,7 +196,7 @@ extension Tape {
     public func crossEntropy(_ logits: Variable, targetDistribution t: Tensor) -> Variable {
         check(logits)
         precondition(t.shape == logits.shape, "crossEntropy: target \(t.shape) does not match logits \(logits.shape)")
-        var losses = newValue([logits.shape[0]])
+        var losses = newValue(Shape(logits.shape[0]))
         var probs = newSaved(logits.shape, slot: 0)
         Kernels.softCrossEntropy(losses: &losses, probs: &probs, logits: logits.value, target: t)
         return append(losses, .softCrossEntropy(logits: logits.index, probs: probs, target: t))
@@ -207,7 +207,7 @@ extension Tape {
         check(x)
         precondition(x.shape == target.shape, "meanSquaredError: shapes \(x.shape) and \(target.shape) differ")
         let n = x.shape[0], d = x.shape.itemCount
-        let out = newValue([n])
+        let out = newValue(Shape(n))
         let p = x.value.storage.pointer, q = target.storage.pointer
         for i in 0..<n {
             var acc = 0.0
@@ -223,7 +223,7 @@ extension Tape {
     /// Sum of all elements: a scalar.
     public func sum(_ x: Variable) -> Variable {
         check(x)
-        let out = newValue(Shape([]))
+        let out = newValue(.scalar)
         out.storage.pointer[0] = x.value.sum()
         return append(out, .sum(x.index))
     }
@@ -231,7 +231,7 @@ extension Tape {
     /// Mean of all elements: a scalar.
     public func mean(_ x: Variable) -> Variable {
         check(x)
-        let out = newValue(Shape([]))
+        let out = newValue(.scalar)
         out.storage.pointer[0] = x.value.mean()
         return append(out, .mean(x.index))
     }

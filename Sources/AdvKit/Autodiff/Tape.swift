@@ -83,6 +83,10 @@ public final class Tape {
     /// Buffers taken from a previous pass instead of allocated (diagnostics: an attack loop should reuse).
     public private(set) var reusedBuffers = 0
 
+    /// Buffers the tape has allocated (forward values, saved tensors, gradients, indices). Once a loop over the
+    /// same graph is warm this stops growing: the loop allocates nothing per step (tested).
+    public private(set) var allocatedBuffers = 0
+
     // MARK: leaves
 
     /// Records a value the gradient may be taken with respect to (an image batch).
@@ -129,6 +133,7 @@ public final class Tape {
             }
         }
         let s = TensorStorage(capacity: shape.count)
+        allocatedBuffers += 1
         savedPool[key] = s
         return Tensor(shape: shape, storage: s)
     }
@@ -140,6 +145,7 @@ public final class Tape {
             return pool[i]
         }
         let s = TensorStorage(capacity: count)
+        allocatedBuffers += 1
         pool[i] = s
         return s
     }
@@ -147,8 +153,16 @@ public final class Tape {
     /// Argmax indices for the max-pool node about to be appended.
     func newIndices(count: Int) -> Int32Buffer {
         let i = nodes.count
-        if let b = indexPool[i], b.count == count, isKnownUniquelyReferenced(&indexPool[i]!) { return b }
+        // Take the buffer out of the pool before asking whether anyone else holds it (a binding would count).
+        if var b = indexPool.removeValue(forKey: i) {
+            if b.count == count && isKnownUniquelyReferenced(&b) {
+                indexPool[i] = b
+                reusedBuffers += 1
+                return b
+            }
+        }
         let b = Int32Buffer(count: count)
+        allocatedBuffers += 1
         indexPool[i] = b
         return b
     }
@@ -174,12 +188,33 @@ public final class Tape {
     /// `seed` is the upstream gradient (dL/d output); by default all ones, which for a vector of per-sample
     /// losses gives each sample the gradient of its own loss.
     public func gradient(of output: Variable, seed: Tensor? = nil, wrt target: Variable) -> Tensor {
-        gradients(of: output, seed: seed, wrt: [target])[0]
+        backward(from: output, seed: seed) { needs in
+            if target.index < needs.count { needs[target.index] = true }
+        }
+        let g = takeGradient(target)
+        grads.removeAll(keepingCapacity: true)
+        return g
     }
 
     /// Gradients of `output` with respect to each of `targets`, in order. A target that `output` does not
     /// depend on gets zeros. Only the gradients on a path to a target are computed.
     public func gradients(of output: Variable, seed: Tensor? = nil, wrt targets: [Variable]) -> [Tensor] {
+        backward(from: output, seed: seed) { needs in
+            for t in targets where t.index < needs.count { needs[t.index] = true }
+        }
+        let gs = targets.map(takeGradient)
+        grads.removeAll(keepingCapacity: true)
+        return gs
+    }
+
+    /// The gradient left for `target` by the last backward pass (zeros when `output` does not depend on it).
+    private func takeGradient(_ target: Variable) -> Tensor {
+        if target.index < grads.count, let g = grads[target.index] { return g }
+        return Tensor(zeros: nodes[target.index].value.shape)
+    }
+
+    /// Runs the pullbacks from `output` back to the nodes that `markTargets` flags, leaving gradients in `grads`.
+    private func backward(from output: Variable, seed: Tensor?, markTargets: (inout [Bool]) -> Void) {
         precondition(output.tape === self, "the output was recorded on another tape")
         let last = output.index
         gradientOutput = last
@@ -190,7 +225,7 @@ public final class Tape {
         // Which nodes lead to a target: a node needs its gradient if a target is among its ancestors.
         needs.removeAll(keepingCapacity: true)
         needs.append(contentsOf: repeatElement(false, count: last + 1))
-        for t in targets where t.index <= last { needs[t.index] = true }
+        markTargets(&needs)
         for i in 0...last where !needs[i] {
             if nodes[i].op.anyInput(where: { needs[$0] }) { needs[i] = true }
         }
@@ -212,12 +247,6 @@ public final class Tape {
             if i == 0 { break }
             i -= 1
         }
-        let result = targets.map { t -> Tensor in
-            if t.index <= last, let g = grads[t.index] { return g }
-            return Tensor(zeros: nodes[t.index].value.shape)
-        }
-        grads.removeAll(keepingCapacity: true)
-        return result
     }
 
     /// Gradients with respect to parameters (a training step). A parameter not used on this tape gets zeros.

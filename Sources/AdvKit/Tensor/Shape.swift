@@ -15,6 +15,14 @@ public struct Shape: Hashable, Sendable, CustomStringConvertible, ExpressibleByA
 
     public init(arrayLiteral elements: Int...) { self.init(elements) }
 
+    // Fixed-arity initialisers: no array, so no heap allocation (hot paths make shapes every step).
+    public init(_ d0: Int) { rank = 1; self.d0 = d0 }
+    public init(_ d0: Int, _ d1: Int) { rank = 2; self.d0 = d0; self.d1 = d1 }
+    public init(_ d0: Int, _ d1: Int, _ d2: Int) { rank = 3; self.d0 = d0; self.d1 = d1; self.d2 = d2 }
+    public init(_ d0: Int, _ d1: Int, _ d2: Int, _ d3: Int) { rank = 4; self.d0 = d0; self.d1 = d1; self.d2 = d2; self.d3 = d3 }
+    /// A scalar's shape.
+    public static let scalar = Shape([])
+
     public subscript(i: Int) -> Int {
         get {
             precondition(i >= 0 && i < rank, "dimension \(i) out of range for rank \(rank)")
