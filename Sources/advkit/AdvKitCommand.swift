@@ -117,6 +117,11 @@ struct ModelOptions: ParsableArguments {
 
 enum ActivationName: String, ExpressibleByArgument { case relu, brelu }
 
+enum DefenseName: String, ExpressibleByArgument, CaseIterable {
+    case none, fgsmAT = "fgsm-at", pgdAT = "pgd-at", trades, vat, labelSmoothing = "label-smoothing", gda, brelu
+    case gdaBrelu = "gda+brelu"
+}
+
 struct ThreadOptions: ParsableArguments {
     @Option(help: "Threads for the kernels (default: ADVKIT_THREADS, OMP_NUM_THREADS, else every CPU).")
     var threads: Int?
@@ -146,19 +151,55 @@ struct Train: ParsableCommand {
     @Option(help: "Where to write the model (.safetensors); rewritten after every epoch.") var out: String
     @Flag(help: "No progress output.") var quiet = false
 
+    @Option(help: "Training-time defense: \(DefenseName.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var defense: DefenseName = .none
+    @Option(help: "Adversarial training / TRADES: the L-inf radius.") var atEps: Float = 0.1
+    @Option(help: "Adversarial training / TRADES: PGD steps (pgd-at, trades).") var atSteps = 7
+    @Option(help: "Adversarial training / TRADES: PGD step size.") var atAlpha: Float = 0.025
+    @Option(help: "Adversarial training: share of the loss on adversarial examples (default 0.5 fgsm-at, 1 pgd-at).") var atRatio: Float?
+    @Option(help: "TRADES: beta, the weight of the KL term.") var tradesBeta: Float = 6
+    @Option(help: "VAT: xi, the finite-difference radius of the power iteration.") var vatXi: Float = 1e-6
+    @Option(help: "VAT: the L2 radius of the virtual adversarial perturbation.") var vatEps: Float = 2
+    @Option(help: "VAT: power iterations.") var vatIterations = 1
+    @Option(help: "VAT: weight of the smoothness term.") var vatWeight: Float = 1
+    @Option(help: "Label smoothing a (label-smoothing): the target is (1-a) one-hot + a/K.") var smoothing: Float = 0.1
+    @Option(help: "GDA: standard deviation of the noisy copies.") var gdaSigma: Float = 0.3
+    @Option(help: "GDA: noisy copies of every training image.") var gdaCopies = 10
+
     func validate() throws {
         if epochs < 1 { throw ValidationError("--epochs must be >= 1, got \(epochs)") }
         if batchSize < 1 { throw ValidationError("--batch-size must be >= 1, got \(batchSize)") }
         if !(lr.isFinite && lr > 0) { throw ValidationError("--lr must be > 0, got \(lr)") }
         if let trainLimit, trainLimit < 1 { throw ValidationError("--train-limit must be >= 1, got \(trainLimit)") }
+        if !(smoothing >= 0 && smoothing < 1) { throw ValidationError("--smoothing must be in [0, 1), got \(smoothing)") }
+        if !(gdaSigma.isFinite && gdaSigma >= 0) { throw ValidationError("--gda-sigma must be >= 0, got \(gdaSigma)") }
+        if gdaCopies < 0 { throw ValidationError("--gda-copies must be >= 0, got \(gdaCopies)") }
+        if [.brelu, .gdaBrelu].contains(defense) && model.activation == .relu && model.breluBound <= 0 {
+            throw ValidationError("--brelu-bound must be > 0")
+        }
+    }
+
+    var trainingDefense: TrainingDefense? {
+        switch defense {
+        case .fgsmAT: return .fgsm(epsilon: atEps, ratio: atRatio ?? 0.5)
+        case .pgdAT: return .pgd(epsilon: atEps, steps: atSteps, alpha: atAlpha, ratio: atRatio ?? 1)
+        case .trades: return .trades(epsilon: atEps, steps: atSteps, alpha: atAlpha, beta: tradesBeta)
+        case .vat: return .vat(xi: vatXi, epsilon: vatEps, iterations: vatIterations, weight: vatWeight)
+        case .none, .labelSmoothing, .gda, .brelu, .gdaBrelu: return nil
+        }
     }
 
     func run() throws {
         try reportingErrors {
             threads.apply()
-            let train = try data.load(.train).prefix(trainLimit)
+            var train = try data.load(.train).prefix(trainLimit)
             let test = try data.load(.test)
-            let m = model.make(for: train, seed: seed)
+            if [.gda, .gdaBrelu].contains(defense) {
+                train = try train.gaussianAugmented(sigma: gdaSigma, copies: gdaCopies, seed: seed)
+            }
+            var network = model
+            if [.brelu, .gdaBrelu].contains(defense) { network.activation = .brelu }
+            let m = network.make(for: train, seed: seed)
             var config = TrainingConfiguration()
             config.epochs = epochs
             config.batchSize = batchSize
@@ -166,11 +207,17 @@ struct Train: ParsableCommand {
             config.optimizer = optimizer
             config.seed = seed
             config.progress = quiet ? .silent : .automatic
+            if defense == .labelSmoothing { config.labelSmoothing = smoothing }
+            let trainer = Trainer(model: m, configuration: config)
+            if let d = trainingDefense {
+                try d.validate()
+                trainer.batchLoss = d.batchLoss(seed: seed, labelSmoothing: config.labelSmoothing)
+            }
             let started = Date()
-            let history = try Trainer(model: m, configuration: config).fit(train, test: test, checkpoint: out)
+            let history = try trainer.fit(train, test: test, checkpoint: out)
             let acc = history.last?.testAccuracy ?? 0
-            print(String(format: "trained %@ on %d images for %d epoch(s) in %.1fs: test accuracy %.2f%% on %d images; saved %@",
-                         model.arch.rawValue, train.count, epochs, Date().timeIntervalSince(started), acc * 100, test.count, out))
+            print(String(format: "trained %@ (defense %@) on %d images for %d epoch(s) in %.1fs: test accuracy %.2f%% on %d images; saved %@",
+                         model.arch.rawValue, defense.rawValue, train.count, epochs, Date().timeIntervalSince(started), acc * 100, test.count, out))
         }
     }
 }
