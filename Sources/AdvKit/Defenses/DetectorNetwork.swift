@@ -1,0 +1,95 @@
+import Foundation
+
+/// A detector network (Metzen et al. 2017; "a classifier confirms whether the input is a real image or a
+/// fake one"): a binary classifier, class 0 clean and class 1 adversarial, trained on clean images and on
+/// adversarial examples of the protected model. Inputs it flags are rejected.
+public struct DetectorNetwork {
+    public let network: Model
+    /// Flag when P(adversarial) exceeds this (0.5 by default; `calibrate` sets it for a false-positive rate).
+    public var threshold: Float = 0.5
+
+    public init(network: Model) {
+        precondition(network.classCount == 2, "a detector has 2 classes (clean, adversarial)")
+        self.network = network
+    }
+
+    /// Trains a detector of the reference architecture on `images` (clean) and `attack`'s adversarial examples
+    /// of them against `model`, shuffled together.
+    public static func train(protecting model: Classifier, attack: Attack, images: Tensor, labels: [Int32],
+                             architecture: Architecture = .cnn, configuration: TrainingConfiguration,
+                             seed: UInt64 = 0) throws -> DetectorNetwork {
+        let adversarial = try attack.generate(model, images: images, labels: labels, seed: seed)
+        let n = labels.count
+        let data = try Dataset(images: Tensor.concatenate([images, adversarial]),
+                               labels: [Int32](repeating: 0, count: n) + [Int32](repeating: 1, count: n),
+                               classNames: ["clean", "adversarial"], name: "detector (\(attack.name))")
+        let network = Model(architecture, inputShape: model.inputShape, classes: 2, seed: seed)
+        try Trainer(model: network, configuration: configuration).fit(data)
+        return DetectorNetwork(network: network)
+    }
+
+    /// P(adversarial) per image.
+    public func scores(_ images: Tensor) -> [Float] {
+        let p = Kernels.softmax(network.logits(images))
+        return (0..<images.shape[0]).map { p.storage.pointer[$0 * 2 + 1] }
+    }
+
+    public func detect(_ images: Tensor) -> [Bool] { scores(images).map { $0 > threshold } }
+
+    /// Sets the threshold so that `falsePositiveRate` of `cleanImages` are flagged.
+    public mutating func calibrate(cleanImages: Tensor, falsePositiveRate: Double) throws {
+        guard falsePositiveRate > 0 && falsePositiveRate < 1 else {
+            throw AdvKitError.invalidArgument("the false-positive rate must be in (0, 1), got \(falsePositiveRate)")
+        }
+        threshold = SqueezingDetector.quantile(scores(cleanImages), 1 - falsePositiveRate)
+    }
+
+    /// Detection rate on `adversarial` and false-positive rate on `clean`.
+    public func rates(clean: Tensor, adversarial: Tensor) -> (detection: Double, falsePositive: Double) {
+        let d = detect(adversarial), f = detect(clean)
+        return (Double(d.filter { $0 }.count) / Double(max(d.count, 1)), Double(f.filter { $0 }.count) / Double(max(f.count, 1)))
+    }
+}
+
+/// The adaptive attack on a detector-guarded model (Carlini & Wagner 2017, "Adversarial examples are not easily
+/// detected"): PGD on the combined loss CE(f(x'), y) − λ·CE(D(x'), clean), which makes the model wrong and the
+/// detector call the input clean at once. L∞ ball of radius ε, random start.
+public struct DetectorAwarePGD: Attack {
+    public let detector: DetectorNetwork
+    public var epsilon: Float
+    public var alpha: Float
+    public var steps: Int
+    public var lambda: Float
+    public var name: String { "pgd+detector" }
+
+    public init(detector: DetectorNetwork, epsilon: Float = 0.1, alpha: Float = 0.01, steps: Int = 40, lambda: Float = 1) {
+        self.detector = detector
+        self.epsilon = epsilon
+        self.alpha = alpha
+        self.steps = steps
+        self.lambda = lambda
+    }
+
+    public func validate() throws {
+        try checkEpsilon(epsilon); try checkEpsilon(alpha, "alpha"); try checkSteps(steps); try checkEpsilon(lambda, "lambda")
+    }
+
+    public func perturb(_ model: Classifier, _ batch: AttackBatch) -> Tensor {
+        let loss = AttackLoss()
+        let tape = Tape(mode: .inference)
+        let clean = [Int32](repeating: 0, count: batch.count)
+        var x = PGD(epsilon: epsilon, steps: 1).start(batch, restart: 0)
+        for _ in 0..<steps {
+            let g = loss.evaluate(model, x, batch).gradient
+            tape.reset()
+            let v = tape.input(x)
+            let gd = tape.gradient(of: tape.crossEntropy(detector.network(v), labels: clean), wrt: v)
+            tape.reset()
+            var combined = g
+            combined.add(gd, scaledBy: -lambda)
+            Kernels.linfStep(&x, gradient: combined, origin: batch.images, alpha: alpha, epsilon: epsilon,
+                             lo: batch.bounds.lo, hi: batch.bounds.hi)
+        }
+        return x
+    }
+}
