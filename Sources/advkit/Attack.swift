@@ -16,6 +16,7 @@ struct AttackCommand: ParsableCommand {
     @OptionGroup var data: DataOptions
     @OptionGroup var network: ModelOptions
     @OptionGroup var threads: ThreadOptions
+    @OptionGroup var defenses: DefenseOptions
 
     @Option(name: .customLong("model"), help: "The model (.safetensors).") var modelPath: String
     @Option(help: "The attack: \(AttackName.allCases.map(\.rawValue).joined(separator: ", ")).") var attack: AttackName
@@ -75,8 +76,17 @@ struct AttackCommand: ParsableCommand {
             if let k = targetClass, k < 0 || k >= test.classCount {
                 throw AdvKitError.invalidArgument("--target-class \(k) is outside [0, \(test.classCount))")
             }
-            let a = makeAttack()
-            let result = try a.run(model, images: test.images, labels: test.labels, goal: goal, seed: seed,
+            var a = makeAttack()
+            if defenses.defense == .detector && !defenses.oblivious {
+                // The adaptive attack on a guarded model: one loss for the model and the detector.
+                guard case .linf = norm ?? .linf, [.pgd, .bim, .fgsm].contains(attack) else {
+                    throw AdvKitError.invalidArgument("--defense detector attacks adaptively with PGD (L-inf): use --attack pgd, or --oblivious")
+                }
+                let det = try defenses.detectorNetwork(for: model, attack: makeAttack(), train: try data.load(.train), seed: seed, quiet: quiet)
+                a = DetectorAwarePGD(detector: det, epsilon: eps, alpha: alpha ?? 0.01, steps: steps ?? 40, lambda: defenses.detectorLambda)
+            }
+            let target = try defenses.target(model, seed: seed)
+            let result = try a.run(target, images: test.images, labels: test.labels, goal: goal, seed: seed,
                                    batchSize: batchSize, progress: quiet ? .silent : .automatic)
             try IDX.write(result.adversarial, to: out)
             func fmt(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "-" }
@@ -85,6 +95,8 @@ struct AttackCommand: ParsableCommand {
                          attack.rawValue, goal.description, usesEps ? String(format: ", eps %g", eps) : "", test.count, result.cleanAccuracy * 100,
                          result.robustAccuracy * 100, result.successRate * 100))
             print("perturbation of successful images: median L2 \(fmt(result.medianL2)), median Linf \(fmt(result.medianLinf)), mean L2 \(fmt(result.meanL2)); \(String(format: "%.1f", result.seconds))s; wrote \(out)")
+            let defenseMetrics = try defenses.evaluate(model: model, test: test, adversarial: result.adversarial, attack: makeAttack(),
+                                                       train: { try data.load(.train) }, seed: seed, quiet: quiet)
             if let json {
                 var settings: [String: Any] = ["attack": attack.rawValue, "eps": usesEps ? eps as Any : NSNull(), "norm": (norm ?? (attack == .deepfool ? .l2 : .linf)).rawValue, "goal": goal.description,
                                                "batch_size": batchSize, "model": modelPath, "arch": network.arch.rawValue,
@@ -97,7 +109,8 @@ struct AttackCommand: ParsableCommand {
                 try writeJSON(["clean_accuracy": result.cleanAccuracy, "robust_accuracy": result.robustAccuracy,
                                "success_rate": result.successRate, "median_l2": result.medianL2 as Any,
                                "median_linf": result.medianLinf as Any, "mean_l2": result.meanL2 as Any,
-                               "settings": settings, "seed": seed, "seconds": result.seconds, "per_image": perImage], to: json)
+                               "settings": settings, "seed": seed, "seconds": result.seconds, "per_image": perImage,
+                               "defense": defenseMetrics], to: json)
             }
         }
     }

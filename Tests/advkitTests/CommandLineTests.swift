@@ -69,6 +69,34 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(p2["accuracy"] as! Double, a["robust_accuracy"] as! Double, accuracy: 1e-9)
     }
 
+    func testTrainingAndInferenceDefensesFromTheCommandLine() throws {
+        let model = dir + "/at.safetensors"
+        var (code, out, err) = try advkit(["train", "--arch", "mlp"] + data + ["--data-dir", dir, "--epochs", "2", "--lr", "3e-3",
+                                           "--defense", "pgd-at", "--at-eps", "0.2", "--at-steps", "3", "--at-alpha", "0.08",
+                                           "--out", model, "--quiet"])
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(out.contains("defense pgd-at"), out)
+        (code, out, err) = try advkit(["train", "--arch", "mlp"] + data + ["--data-dir", dir, "--epochs", "1", "--defense", "gda+brelu",
+                                       "--gda-copies", "2", "--out", dir + "/gda.safetensors", "--quiet"])
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(out.contains("on 1536 images"), "GDA trains on the originals and 2 noisy copies: \(out)")
+        for (defense, key) in [("feature-squeezing", "detection_rate"), ("noise", "noisy_robust_accuracy")] {
+            (code, out, err) = try advkit(["attack", "--arch", "mlp", "--model", model] + data + ["--data-dir", dir, "--attack", "pgd",
+                                           "--eps", "0.2", "--steps", "5", "--limit", "32", "--defense", defense,
+                                           "--calibration-images", "64", "--noise-draws", "2", "--out", dir + "/adv-\(defense).idx",
+                                           "--json", dir + "/\(defense).json", "--quiet"])
+            XCTAssertEqual(code, 0, err)
+            let j = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/\(defense).json"))) as! [String: Any]
+            let d = j["defense"] as! [String: Any]
+            XCTAssertEqual(d["defense"] as? String, defense)
+            XCTAssertNotNil(d[key], "\(defense) reports \(key)")
+        }
+        (code, _, err) = try advkit(["attack", "--arch", "mlp", "--model", model] + data + ["--data-dir", dir, "--attack", "fgsm",
+                                     "--defense", "feature-squeezing", "--squeezers", "blur-3", "--out", dir + "/o9.idx"])
+        XCTAssertNotEqual(code, 0)
+        XCTAssertTrue(err.contains("unknown squeezer 'blur-3'"), err)
+    }
+
     func testBadInputsExitNonZeroWithAClearMessageAndWriteNothing() throws {
         let model = dir + "/m.safetensors"
         try Model(.mlp, inputShape: [1, 28, 28], classes: 10, seed: 0).save(to: model)
