@@ -7,7 +7,7 @@ struct AdvKitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "advkit",
         abstract: "Adversarial robustness of image classifiers: train, predict, attack.",
-        subcommands: [Train.self, Predict.self, AttackCommand.self]
+        subcommands: [Train.self, Predict.self, AttackCommand.self, Evaluate.self]
     )
 }
 
@@ -59,26 +59,28 @@ struct DataOptions: ParsableArguments {
         }
     }
 
-    func directory() throws -> String {
-        if let dataDir { return dataDir }
-        switch dataset {
-        case .fashionMNIST: return Dataset.defaultFashionMNISTDirectory
-        case .mnist, .cifar10: throw AdvKitError.invalidArgument("--dataset \(dataset.rawValue) needs --data-dir (the folder of its files)")
-        }
-    }
-
     func load(_ split: Dataset.Split) throws -> Dataset {
         if split == .test, let images, let labels {
             return try Dataset.fromIDX(images: images, labels: labels, classNames: classNames).prefix(limit)
         }
-        let dir = try directory()
-        let d: Dataset
-        switch dataset {
-        case .fashionMNIST: d = try Dataset.mnistFormat(directory: dir, split: split)
-        case .mnist: d = try Dataset.mnistFormat(directory: dir, split: split, classNames: Dataset.mnistClasses, name: "mnist")
-        case .cifar10: d = try CIFAR10.load(directory: dir, split: split)
-        }
+        let d = try loadDataset(dataset, dataDir: dataDir, split: split)
         return split == .test ? d.prefix(limit) : d
+    }
+}
+
+/// A dataset's split from its folder (Debian's Fashion-MNIST folder by default).
+func loadDataset(_ dataset: DatasetName, dataDir: String?, split: Dataset.Split) throws -> Dataset {
+    let dir: String
+    switch (dataset, dataDir) {
+    case let (_, given?): dir = given
+    case (.fashionMNIST, nil): dir = Dataset.defaultFashionMNISTDirectory
+    case (.mnist, nil), (.cifar10, nil):
+        throw AdvKitError.invalidArgument("--dataset \(dataset.rawValue) needs --data-dir (the folder of its files)")
+    }
+    switch dataset {
+    case .fashionMNIST: return try Dataset.mnistFormat(directory: dir, split: split)
+    case .mnist: return try Dataset.mnistFormat(directory: dir, split: split, classNames: Dataset.mnistClasses, name: "mnist")
+    case .cifar10: return try CIFAR10.load(directory: dir, split: split)
     }
 }
 

@@ -1,0 +1,438 @@
+import Foundation
+
+/// What `advkit evaluate` runs: which defenses, which attacks, how large, how long to train.
+public struct EvaluationSettings: Codable, Equatable, Sendable {
+    public var dataset: String = "fashion-mnist"
+    public var defenses: [String] = EvaluationSettings.allDefenses
+    public var attacks: [String] = ["fgsm", "pgd", "deepfool", "cw"]
+    /// The main L∞ radius of the tables.
+    public var epsilon: Float = 0.1
+    /// The radii of the robustness curves.
+    public var epsilons: [Float] = [0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3]
+    /// Test images attacked.
+    public var limit = 1000
+    /// Training images per model, from the defender's half of the training set (the attacker's surrogates
+    /// train on the other half).
+    public var trainImages = 30_000
+    public var epochs = 3
+    public var pgdSteps = 20
+    public var threat = "both"
+    public var seed: UInt64 = 0
+    public var quick = false
+
+    public static let allDefenses = ["none", "gda", "brelu", "gda+brelu", "fgsm-at", "pgd-at", "vat", "label-smoothing",
+                                     "feature-squeezing", "noise", "detector"]
+    public static let allAttacks = ["fgsm", "pgd", "deepfool", "cw"]
+
+    public init() {}
+
+    /// The small configuration of `--quick`: a couple of minutes on 2 cores.
+    public static func quickSettings() -> EvaluationSettings {
+        var s = EvaluationSettings()
+        s.quick = true
+        s.limit = 200
+        s.trainImages = 6_000
+        s.epochs = 1
+        s.pgdSteps = 10
+        s.attacks = ["fgsm", "pgd", "deepfool"]
+        s.epsilons = [0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3]
+        return s
+    }
+
+    public func validate() throws {
+        for d in defenses where !EvaluationSettings.allDefenses.contains(d) {
+            throw AdvKitError.invalidArgument("unknown defense '\(d)' (known: \(EvaluationSettings.allDefenses.joined(separator: ", ")))")
+        }
+        for a in attacks where !EvaluationSettings.allAttacks.contains(a) {
+            throw AdvKitError.invalidArgument("unknown attack '\(a)' (known: \(EvaluationSettings.allAttacks.joined(separator: ", ")))")
+        }
+        guard !defenses.isEmpty, !attacks.isEmpty else { throw AdvKitError.invalidArgument("evaluate needs at least one defense and one attack") }
+        try checkEpsilon(epsilon)
+        guard epsilons.count >= 2 else { throw AdvKitError.invalidArgument("the curves need at least 2 epsilons") }
+        for e in epsilons { try checkEpsilon(e) }
+        guard limit >= 1, trainImages >= 10, epochs >= 1, pgdSteps >= 1 else {
+            throw AdvKitError.invalidArgument("limit, training images, epochs and PGD steps must be positive")
+        }
+        guard ["white", "black", "both"].contains(threat) else { throw AdvKitError.invalidArgument("threat must be white, black or both, got \(threat)") }
+    }
+}
+
+/// Every number of an evaluation. Timings live apart (`timings`) so that two runs with the same seed give the
+/// same `results` (tested).
+public struct EvaluationResults: Codable, Equatable {
+    public struct ModelRecord: Codable, Equatable {
+        public var name: String
+        public var file: String
+        public var cleanAccuracy: Double
+    }
+    public struct Cell: Codable, Equatable {
+        public var defense: String
+        public var attack: String
+        /// "adaptive (BPDA)", "adaptive (EOT)", "adaptive (detector-aware)", "white-box", or "transfer from X".
+        public var form: String
+        public var robustAccuracy: Double
+        public var medianL2: Double?
+        public var medianLinf: Double?
+    }
+    public struct Curve: Codable, Equatable {
+        public var defense: String
+        public var attack: String
+        public var epsilons: [Float]
+        public var robustAccuracy: [Double]
+    }
+    public struct Needed: Codable, Equatable {
+        public var defense: String
+        /// Median minimal perturbation over the images the model got right (DeepFool L2 / L∞, C&W L2).
+        public var deepfoolL2: Double?
+        public var deepfoolLinf: Double?
+        public var cwL2: Double?
+    }
+    public struct Check: Codable, Equatable {
+        public var defense: String
+        public var check: String
+        public var passed: Bool
+        public var detail: String
+    }
+
+    public var settings: EvaluationSettings
+    public var models: [ModelRecord] = []
+    public var cleanAccuracy: [String: Double] = [:]
+    public var whiteBox: [Cell] = []
+    public var blackBox: [Cell] = []
+    public var curves: [Curve] = []
+    public var perturbationNeeded: [Needed] = []
+    public var worstCase: [String: Double] = [:]
+    public var sanity: [Check] = []
+}
+
+/// Runs an evaluation: trains (or reuses) the models, attacks every defense, writes the report.
+public final class Evaluator {
+    public let settings: EvaluationSettings
+    public let train: Dataset
+    public let test: Dataset
+    public let outputDirectory: String
+    public var progressStyle: Progress.Style = .automatic
+    /// Lines about what was reused or trained ("reusing cached model ..."), for the caller to print.
+    public var log: (String) -> Void = { _ in }
+    public private(set) var timings: [String: Double] = [:]
+
+    /// Per (defense, attack, form): which test images stayed robust (for the worst case).
+    private var robustFlags: [String: [Bool]] = [:]
+    private var galleries: [String: (clean: Tensor, adversarial: Tensor, labels: [Int32], cleanPred: [Int], advPred: [Int], advConf: [Float])] = [:]
+    private var undefended: Model!
+
+    public init(settings: EvaluationSettings, train: Dataset, test: Dataset, outputDirectory: String) throws {
+        try settings.validate()
+        self.settings = settings
+        self.train = train
+        self.test = test.prefix(settings.limit)
+        self.outputDirectory = outputDirectory
+    }
+
+    var imageShape: Shape { test.imageShape }
+    var baseArchitecture: Architecture { imageShape[0] == 3 ? .resnet : .cnn }
+
+    // MARK: models
+
+    /// The defender's and the attacker's halves of the training set, each limited to `trainImages`.
+    func half(_ attacker: Bool) -> Dataset {
+        let mid = train.count / 2
+        let range = attacker ? mid..<train.count : 0..<mid
+        let n = min(settings.trainImages, range.count)
+        return train.subset(Array(range.prefix(n)))
+    }
+
+    /// A stable key of the settings a model depends on: a cached file is reused only when they all match.
+    static func key(_ parts: [String]) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in parts.joined(separator: "|").utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+        return String(h, radix: 16)
+    }
+
+    func trainedModel(_ name: String, architecture: Architecture, activation: Activation = .relu, defense: TrainingDefense? = nil,
+                      labelSmoothing: Float = 0, gda: Bool = false, attacker: Bool = false, seed: UInt64) throws -> Model {
+        let data = half(attacker)
+        let parts = [name, settings.dataset, architecture.rawValue, "\(activation)", defense.map { "\($0)" } ?? "-",
+                     "\(labelSmoothing)", "\(gda)", "\(attacker)", "\(seed)", "\(data.count)", "\(settings.epochs)", "v1"]
+        let dir = outputDirectory + "/models"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let file = "\(dir)/\(name.replacingOccurrences(of: "+", with: "-"))-\(Evaluator.key(parts)).safetensors"
+        let model = Model(architecture, inputShape: imageShape, classes: test.classCount, activation: activation, seed: seed)
+        if FileManager.default.fileExists(atPath: file) {
+            try model.load(from: file)
+            log("reusing cached model \(name) (\(file))")
+            return model
+        }
+        let started = Date()
+        var trainData = data
+        if gda { trainData = try data.gaussianAugmented(sigma: 0.3, copies: settings.quick ? 2 : 10, seed: seed) }
+        var config = TrainingConfiguration()
+        config.epochs = settings.epochs
+        config.seed = seed
+        config.labelSmoothing = labelSmoothing
+        config.progress = progressStyle == .silent ? .silent : progressStyle
+        let trainer = Trainer(model: model, configuration: config)
+        if let defense { trainer.batchLoss = defense.batchLoss(seed: seed, labelSmoothing: labelSmoothing) }
+        try trainer.fit(trainData)
+        try model.save(to: file, metadata: ["name": name, "key": parts.joined(separator: "|")])
+        timings["train \(name)"] = Date().timeIntervalSince(started)
+        log(String(format: "trained model %@ in %.1fs (%@)", name, Date().timeIntervalSince(started), file))
+        return model
+    }
+
+    /// The classifier of each defense, and its detector when it has one.
+    struct Defended {
+        var name: String
+        var model: Model
+        var classifier: Classifier
+        var form: String
+        var detector: DetectorNetwork?
+        var squeezing: SqueezingDetector?
+    }
+
+    func defended(_ name: String) throws -> Defended {
+        let seed = settings.seed
+        let arch = baseArchitecture
+        switch name {
+        case "none": return Defended(name: name, model: undefended, classifier: undefended, form: "white-box")
+        case "gda": let m = try trainedModel(name, architecture: arch, gda: true, seed: seed); return Defended(name: name, model: m, classifier: m, form: "white-box")
+        case "brelu":
+            let m = try trainedModel(name, architecture: arch, activation: .boundedReLU(1), seed: seed)
+            return Defended(name: name, model: m, classifier: m, form: "white-box")
+        case "gda+brelu":
+            let m = try trainedModel(name, architecture: arch, activation: .boundedReLU(1), gda: true, seed: seed)
+            return Defended(name: name, model: m, classifier: m, form: "white-box")
+        case "fgsm-at":
+            let m = try trainedModel(name, architecture: arch, defense: .fgsm(epsilon: settings.epsilon), seed: seed)
+            return Defended(name: name, model: m, classifier: m, form: "white-box")
+        case "pgd-at":
+            let m = try trainedModel(name, architecture: arch, defense: .pgd(epsilon: settings.epsilon, steps: 7, alpha: settings.epsilon / 4), seed: seed)
+            return Defended(name: name, model: m, classifier: m, form: "white-box")
+        case "vat":
+            let m = try trainedModel(name, architecture: arch, defense: .vat(xi: 1e-6, epsilon: 2, iterations: 1, weight: 1), seed: seed)
+            return Defended(name: name, model: m, classifier: m, form: "white-box")
+        case "label-smoothing":
+            let m = try trainedModel(name, architecture: arch, labelSmoothing: 0.1, seed: seed)
+            return Defended(name: name, model: m, classifier: m, form: "white-box")
+        case "feature-squeezing":
+            let sq: [Squeezer] = [.bitDepth(3), .median(2)]
+            let det = try SqueezingDetector(model: undefended, squeezers: sq, cleanImages: half(false).prefix(1000).images)
+            return Defended(name: name, model: undefended, classifier: SqueezedClassifier(undefended, squeezers: sq),
+                            form: "adaptive (BPDA)", squeezing: det)
+        case "noise":
+            return Defended(name: name, model: undefended, classifier: NoisyClassifier(undefended, sigma: 0.1, draws: 4, seed: seed),
+                            form: "adaptive (EOT, 4 draws)")
+        case "detector":
+            var config = TrainingConfiguration()
+            config.epochs = settings.epochs
+            config.seed = seed
+            config.progress = .silent
+            let data = half(false).prefix(settings.quick ? 2000 : 5000)
+            var det = try DetectorNetwork.train(protecting: undefended, attack: pgd(settings.epsilon), images: data.images,
+                                                labels: data.labels, configuration: config, seed: seed)
+            let defender = half(false)
+            let calibration = defender.subset(Array(max(0, defender.count - 1000)..<defender.count))
+            try det.calibrate(cleanImages: calibration.images, falsePositiveRate: 0.05)
+            return Defended(name: name, model: undefended, classifier: undefended, form: "adaptive (detector-aware)", detector: det)
+        default:
+            throw AdvKitError.invalidArgument("unknown defense '\(name)'")
+        }
+    }
+
+    func pgd(_ eps: Float, steps: Int? = nil) -> PGD {
+        let s = steps ?? settings.pgdSteps
+        return PGD(epsilon: eps, alpha: max(eps, 1e-6) * 2.5 / Float(s), steps: s)
+    }
+
+    // MARK: running
+
+    /// Per image: robust under this defense (right, or flagged by its detector).
+    func robust(_ d: Defended, adversarial: Tensor) -> [Bool] {
+        let pred = d.classifier.logits(of: adversarial).argmaxRows()
+        let flagged = d.detector?.detect(adversarial) ?? d.squeezing?.detect(adversarial)
+            ?? [Bool](repeating: false, count: pred.count)
+        return (0..<pred.count).map { pred[$0] == Int(test.labels[$0]) || flagged[$0] }
+    }
+
+    func share(_ flags: [Bool]) -> Double { Double(flags.filter { $0 }.count) / Double(max(flags.count, 1)) }
+
+    /// The attack in its adaptive form against `d`.
+    func attack(_ name: String, eps: Float, against d: Defended) -> Attack {
+        switch name {
+        case "fgsm": return FGSM(epsilon: eps)
+        case "pgd":
+            if let det = d.detector {
+                let p = pgd(eps)
+                return DetectorAwarePGD(detector: det, epsilon: eps, alpha: p.alpha, steps: p.steps, lambda: 1)
+            }
+            return pgd(eps)
+        case "deepfool": return DeepFool(steps: 50)
+        default: return CarliniWagnerL2(binarySearchSteps: settings.quick ? 2 : 4, steps: settings.quick ? 50 : 100)
+        }
+    }
+
+    public func run() throws -> EvaluationResults {
+        var results = EvaluationResults(settings: settings)
+        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        let started = Date()
+        undefended = try trainedModel("none", architecture: baseArchitecture, seed: settings.seed)
+        let defenses = try settings.defenses.map { try defended($0) }
+        let white = settings.threat != "black", black = settings.threat != "white"
+        let curveAttacks = settings.attacks.filter { $0 == "fgsm" || $0 == "pgd" }
+        let cells = defenses.count * (settings.attacks.count + (white ? curveAttacks.count : 0) + 2) + (black ? 2 : 0)
+        let bar = Progress("evaluate", total: cells, style: progressStyle)
+        var done = 0
+        func tick(_ what: String) {
+            done += 1
+            bar.update(done, status: what)
+        }
+        for d in defenses {
+            results.models.append(.init(name: d.name, file: "", cleanAccuracy: d.model.accuracy(test.images, labels: test.labels)))
+            results.cleanAccuracy[d.name] = share(robustClean(d))
+        }
+        // White-box: every attack against every defense, in its adaptive form.
+        if white {
+            for d in defenses {
+                var needed = EvaluationResults.Needed(defense: d.name)
+                for a in settings.attacks {
+                    let t0 = Date()
+                    let r = try attack(a, eps: settings.epsilon, against: d).run(d.classifier, images: test.images, labels: test.labels,
+                                                                                 seed: settings.seed)
+                    let flags = robust(d, adversarial: r.adversarial)
+                    let form = (a == "pgd" || d.detector == nil) ? d.form : "white-box"
+                    results.whiteBox.append(.init(defense: d.name, attack: a, form: form, robustAccuracy: share(flags),
+                                                  medianL2: r.medianL2, medianLinf: r.medianLinf))
+                    robustFlags["\(d.name)|\(a)"] = flags
+                    if a == "deepfool" {
+                        needed.deepfoolL2 = r.medianL2
+                        let linf = try DeepFool(steps: 50, norm: .linf).run(d.classifier, images: test.images, labels: test.labels)
+                        needed.deepfoolLinf = linf.medianLinf
+                    }
+                    if a == "cw" { needed.cwL2 = r.medianL2 }
+                    if d.name == "none" {
+                        galleries[a] = (test.images, r.adversarial, test.labels, r.outcomes.map(\.cleanPrediction),
+                                        r.outcomes.map(\.adversarialPrediction), r.outcomes.map(\.adversarialConfidence))
+                    }
+                    timings["white \(d.name) \(a)"] = Date().timeIntervalSince(t0)
+                    tick("\(d.name) / \(a)")
+                }
+                if needed.deepfoolL2 != nil || needed.cwL2 != nil { results.perturbationNeeded.append(needed) }
+                // Curves: robust accuracy against epsilon.
+                for a in curveAttacks {
+                    var accs: [Double] = []
+                    for e in settings.epsilons {
+                        let adv = try attack(a, eps: e, against: d).generate(d.classifier, images: test.images, labels: test.labels, seed: settings.seed)
+                        accs.append(share(robust(d, adversarial: adv)))
+                    }
+                    results.curves.append(.init(defense: d.name, attack: a, epsilons: settings.epsilons, robustAccuracy: accs))
+                    tick("\(d.name) / \(a) curve")
+                }
+                results.sanity += try sanityChecks(d, results: results)
+                tick("\(d.name) / sanity")
+            }
+        }
+        // Black-box: surrogates the attacker trains on the other half of the data, attacks transferred.
+        if black {
+            let surrogates: [(String, Model)] = [
+                ("resnet surrogate", try trainedModel("surrogate-resnet", architecture: .resnet, attacker: true, seed: settings.seed &+ 101)),
+                ("cnn surrogate", try trainedModel("surrogate-cnn", architecture: .cnn, attacker: true, seed: settings.seed &+ 202)),
+            ]
+            for (sname, s) in surrogates {
+                let adv = try pgd(settings.epsilon).generate(s, images: test.images, labels: test.labels, seed: settings.seed)
+                for d in defenses {
+                    let flags = robust(d, adversarial: adv)
+                    robustFlags["\(d.name)|transfer \(sname)"] = flags
+                    results.blackBox.append(.init(defense: d.name, attack: "pgd", form: "transfer from \(sname)",
+                                                  robustAccuracy: share(flags), medianL2: nil, medianLinf: nil))
+                }
+                tick(sname)
+            }
+            for d in defenses {
+                let white = results.whiteBox.first { $0.defense == d.name && $0.attack == "pgd" }?.robustAccuracy
+                for cell in results.blackBox where cell.defense == d.name {
+                    if let white {
+                        results.sanity.append(.init(defense: d.name, check: "black-box does not beat white-box (\(cell.form))",
+                                                    passed: cell.robustAccuracy + 0.02 >= white,
+                                                    detail: String(format: "transfer %.1f%%, white-box PGD %.1f%%", cell.robustAccuracy * 100, white * 100)))
+                    }
+                }
+            }
+        }
+        // Worst case per image: robust only if every attack (minimal-perturbation ones aside) failed on it.
+        for d in defenses {
+            let keys = robustFlags.keys.filter { $0.hasPrefix(d.name + "|") && !$0.hasSuffix("|deepfool") && !$0.hasSuffix("|cw") }
+            guard !keys.isEmpty else { continue }
+            var all = [Bool](repeating: true, count: test.count)
+            for k in keys { for (i, f) in robustFlags[k]!.enumerated() where !f { all[i] = false } }
+            results.worstCase[d.name] = share(all)
+        }
+        bar.finish(String(format: "%d defenses, %d attacks, %.0fs", defenses.count, settings.attacks.count, Date().timeIntervalSince(started)))
+        timings["total"] = Date().timeIntervalSince(started)
+        return results
+    }
+
+    /// Per image: the defense's classifier is right on the clean image.
+    func robustClean(_ d: Defended) -> [Bool] {
+        let pred = d.classifier.logits(of: test.images).argmaxRows()
+        return (0..<test.count).map { pred[$0] == Int(test.labels[$0]) }
+    }
+
+    /// Warnings about gradient masking, per defense.
+    func sanityChecks(_ d: Defended, results: EvaluationResults) throws -> [EvaluationResults.Check] {
+        var checks: [EvaluationResults.Check] = []
+        if let curve = results.curves.first(where: { $0.defense == d.name && $0.attack == "pgd" }), let last = curve.robustAccuracy.last {
+            checks.append(.init(defense: d.name, check: "robust accuracy falls near 0 at a large epsilon", passed: last <= 0.1,
+                                detail: String(format: "PGD at eps %g leaves %.1f%%", curve.epsilons.last!, last * 100)))
+        }
+        if settings.attacks.contains("pgd") {
+            let few = try pgd(settings.epsilon, steps: settings.pgdSteps).generate(d.classifier, images: test.images, labels: test.labels, seed: settings.seed)
+            let many = try (d.detector.map { DetectorAwarePGD(detector: $0, epsilon: settings.epsilon, alpha: settings.epsilon * 2.5 / Float(2 * settings.pgdSteps), steps: 2 * settings.pgdSteps) as Attack }
+                ?? pgd(settings.epsilon, steps: 2 * settings.pgdSteps)).generate(d.classifier, images: test.images, labels: test.labels, seed: settings.seed)
+            let a1 = share(robust(d, adversarial: few)), a2 = share(robust(d, adversarial: many))
+            checks.append(.init(defense: d.name, check: "more PGD steps do not raise accuracy", passed: a2 <= a1 + 0.01,
+                                detail: String(format: "%d steps %.1f%%, %d steps %.1f%%", settings.pgdSteps, a1 * 100, 2 * settings.pgdSteps, a2 * 100)))
+            // The loss rises along the attack (on the classifier the attack sees).
+            func meanLoss(_ x: Tensor) -> Double {
+                let t = Tape()
+                return Double(t.crossEntropy(d.classifier(t.input(x)), labels: test.labels).mean().value.scalar)
+            }
+            let l0 = meanLoss(test.images), l1 = meanLoss(few)
+            checks.append(.init(defense: d.name, check: "the loss rises along the attack", passed: l1 > l0,
+                                detail: String(format: "mean cross-entropy %.3f clean, %.3f after PGD", l0, l1)))
+        }
+        return checks
+    }
+
+    /// Pictures for the report: a gallery per attack on the undefended model and saliency maps.
+    func gallery(_ attack: String) -> (png: PNG.Image, rows: [(label: Int, clean: Int, adv: Int, conf: Float)])? {
+        guard let g = galleries[attack] else { return nil }
+        let n = min(6, g.labels.count), (h, w) = (imageShape[1], imageShape[2]), scale = 3, pad = 6
+        var img = PNG.Image(width: 3 * (w * scale + pad) + pad, height: n * (h * scale + pad) + pad)
+        var rows: [(Int, Int, Int, Float)] = []
+        for i in 0..<n {
+            let y = pad + i * (h * scale + pad)
+            img.paste(PNG.image(g.clean, index: i), at: pad, y, scale: scale)
+            let delta = g.adversarial.batch(i..<(i + 1)) - g.clean.batch(i..<(i + 1))
+            let m = max(delta.maxAbs(), 1e-6)
+            img.paste(PNG.image(delta.map { 0.5 + $0 / (2 * m) }, index: 0), at: pad + (w * scale + pad), y, scale: scale)
+            img.paste(PNG.image(g.adversarial, index: i), at: pad + 2 * (w * scale + pad), y, scale: scale)
+            rows.append((Int(g.labels[i]), g.cleanPred[i], g.advPred[i], g.advConf[i]))
+        }
+        return (img, rows)
+    }
+
+    func saliencyPicture() -> PNG.Image {
+        let n = min(6, test.count), (h, w) = (imageShape[1], imageShape[2]), scale = 3, pad = 6
+        let images = test.images.batch(0..<n)
+        let maps = Saliency.gradient(undefended, images: images, classes: test.labels.prefix(n).map(Int.init))
+        var img = PNG.Image(width: 2 * (w * scale + pad) + pad, height: n * (h * scale + pad) + pad)
+        for i in 0..<n {
+            let y = pad + i * (h * scale + pad)
+            img.paste(PNG.image(images, index: i), at: pad, y, scale: scale)
+            let m = maps.batch(i..<(i + 1))
+            let top = max(m.max(), 1e-12)
+            img.paste(PNG.image(m.map { $0 / top }, index: 0), at: pad + w * scale + pad, y, scale: scale)
+        }
+        return img
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+
+/// Writes an evaluation's folder: results.json, report.md, report.html (pictures embedded), and the PNGs.
+public enum ReportWriter {
+    public static let version = "0.1.0"
+
+    /// Writes every file; returns their names.
+    @discardableResult
+    public static func write(_ r: EvaluationResults, evaluator: Evaluator, classNames: [String]) throws -> [String] {
+        let dir = evaluator.outputDirectory
+        var pictures: [(file: String, title: String, caption: String)] = []
+        func save(_ img: PNG.Image, _ file: String, _ title: String, _ caption: String) throws {
+            try PNG.write(img, to: dir + "/" + file)
+            pictures.append((file, title, caption))
+        }
+        for attack in ["fgsm", "pgd"] {
+            let curves = r.curves.filter { $0.attack == attack }
+            guard !curves.isEmpty else { continue }
+            let series = curves.map { c in Plot.Series(name: c.defense, points: zip(c.epsilons, c.robustAccuracy).map { (Double($0), $1) }) }
+            let legend = curves.enumerated().map { "\(Plot.colorName($0.offset)) = \($0.element.defense)" }.joined(separator: ", ")
+            try save(Plot.lineChart(series, xMax: Double(r.settings.epsilons.max() ?? 0.3)), "curves-\(attack).png",
+                     "Robust accuracy (%) against epsilon (L∞), \(attack.uppercased())", legend)
+        }
+        for attack in r.settings.attacks {
+            guard let g = evaluator.gallery(attack) else { continue }
+            let rows = g.rows.enumerated().map { i, row in
+                "row \(i + 1): \(classNames[row.label]) → predicted \(classNames[row.clean]), after the attack \(classNames[row.adv]) (\(String(format: "%.1f%%", row.conf * 100)))"
+            }.joined(separator: "; ")
+            try save(g.png, "gallery-\(attack).png", "Gallery: \(attack.uppercased()) on the undefended model",
+                     "Each row: original, perturbation (amplified to the full range), adversarial. " + rows)
+        }
+        try save(evaluator.saliencyPicture(), "saliency.png", "Saliency maps (undefended model)",
+                 "Each row: an image and |∂logit(true class)/∂x| (Simonyan et al. 2013), scaled to its maximum.")
+
+        let env = ProcessInfo.processInfo.environment
+        let results = try JSONSerialization.jsonObject(with: encoder().encode(r))
+        let document: [String: Any] = [
+            "results": results,
+            "timings_seconds": evaluator.timings.mapValues { ($0 * 10).rounded() / 10 },
+            "versions": ["advkit": version, "openblas_core": Parallelism.blasCoreName, "threads": Parallelism.threads,
+                         "OPENBLAS_CORETYPE": env["OPENBLAS_CORETYPE"] ?? "(unset)"],
+        ]
+        try FileIO.writeAtomically(try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys]),
+                                   to: dir + "/results.json")
+        let md = markdown(r, pictures: pictures, timings: evaluator.timings)
+        try FileIO.writeAtomically(Data(md.utf8), to: dir + "/report.md")
+        try FileIO.writeAtomically(Data(html(md, pictures: pictures, dir: dir).utf8), to: dir + "/report.html")
+        return ["results.json", "report.md", "report.html"] + pictures.map(\.file)
+    }
+
+    static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return e
+    }
+
+    static func pct(_ x: Double?) -> String { x.map { String(format: "%.1f%%", $0 * 100) } ?? "–" }
+    static func num(_ x: Double?) -> String { x.map { String(format: "%.3f", $0) } ?? "–" }
+
+    static func markdown(_ r: EvaluationResults, pictures: [(file: String, title: String, caption: String)], timings: [String: Double]) -> String {
+        let s = r.settings
+        var out = "# AdvKit robustness report\n\n"
+        out += "Dataset \(s.dataset), \(s.limit) test images, L∞ ε = \(s.epsilon) for the tables, PGD \(s.pgdSteps) steps"
+        out += ", models trained on \(s.trainImages) images for \(s.epochs) epoch(s), seed \(s.seed)\(s.quick ? " (--quick)" : "").\n"
+        out += "A number is the share of test images the defended model still classifies correctly (or flags, for a defense with a detector).\n\n"
+        let defenses = s.defenses
+        if !r.whiteBox.isEmpty {
+            out += "## White-box: attack × defense (adaptive attacks where the defense needs one)\n\n"
+            out += "| defense | clean | " + s.attacks.joined(separator: " | ") + " | worst case | attack form |\n"
+            out += "|---|---|" + String(repeating: "---|", count: s.attacks.count) + "---|---|\n"
+            for d in defenses {
+                let cells = s.attacks.map { a in pct(r.whiteBox.first { $0.defense == d && $0.attack == a }?.robustAccuracy) }
+                let form = r.whiteBox.first { $0.defense == d && $0.attack == "pgd" }?.form ?? r.whiteBox.first { $0.defense == d }?.form ?? ""
+                out += "| \(d) | \(pct(r.cleanAccuracy[d])) | " + cells.joined(separator: " | ") + " | \(pct(r.worstCase[d])) | \(form) |\n"
+            }
+            out += "\nWorst case: an image counts as robust only if every attack above (DeepFool and C&W aside: they always"
+            out += " succeed by construction) and every transfer attack failed on it.\n\n"
+        }
+        if !r.blackBox.isEmpty {
+            out += "## Black-box: PGD transferred from the attacker's surrogates (\"hide the model\", \"hide the data\")\n\n"
+            let forms = Array(Set(r.blackBox.map(\.form))).sorted()
+            out += "| defense | " + forms.joined(separator: " | ") + " |\n|---|" + String(repeating: "---|", count: forms.count) + "\n"
+            for d in defenses {
+                out += "| \(d) | " + forms.map { f in pct(r.blackBox.first { $0.defense == d && $0.form == f }?.robustAccuracy) }.joined(separator: " | ") + " |\n"
+            }
+            out += "\nThe surrogates were trained by the attacker on the other half of the training data, which the defenders never saw.\n\n"
+        }
+        if !r.perturbationNeeded.isEmpty {
+            out += "## Perturbation needed to fool the model (median over fooled images)\n\n| defense | DeepFool L2 | DeepFool L∞ | C&W L2 |\n|---|---|---|---|\n"
+            for n in r.perturbationNeeded { out += "| \(n.defense) | \(num(n.deepfoolL2)) | \(num(n.deepfoolLinf)) | \(num(n.cwL2)) |\n" }
+            out += "\n"
+        }
+        if !r.curves.isEmpty {
+            out += "## Robust accuracy against epsilon\n\n| defense | attack | " + s.epsilons.map { "ε \($0)" }.joined(separator: " | ") + " |\n"
+            out += "|---|---|" + String(repeating: "---|", count: s.epsilons.count) + "\n"
+            for c in r.curves { out += "| \(c.defense) | \(c.attack) | " + c.robustAccuracy.map { pct($0) }.joined(separator: " | ") + " |\n" }
+            out += "\n"
+        }
+        let failed = r.sanity.filter { !$0.passed }
+        out += "## Sanity checks (gradient masking)\n\n"
+        out += failed.isEmpty ? "All \(r.sanity.count) checks passed.\n\n" : "**\(failed.count) of \(r.sanity.count) checks warn:**\n\n"
+        for c in failed { out += "- ⚠ \(c.defense): \(c.check) — \(c.detail)\n" }
+        if !failed.isEmpty { out += "\n" }
+        out += "<details><summary>every check</summary>\n\n"
+        for c in r.sanity { out += "- \(c.passed ? "ok" : "WARN") \(c.defense): \(c.check) — \(c.detail)\n" }
+        out += "\n</details>\n\n## Pictures\n\n"
+        for p in pictures { out += "### \(p.title)\n\n![\(p.title)](\(p.file))\n\n\(p.caption)\n\n" }
+        if let total = timings["total"] { out += String(format: "Evaluation time: %.0f s (results.json has every timing).\n", total) }
+        return out
+    }
+
+    /// The Markdown as HTML, self-contained: pictures inlined as data URIs.
+    static func html(_ md: String, pictures: [(file: String, title: String, caption: String)], dir: String) -> String {
+        var body = ""
+        var inTable = false
+        for line in md.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
+            if line.hasPrefix("|") {
+                let cells = line.trimmingCharacters(in: .whitespaces).dropFirst().dropLast().split(separator: "|", omittingEmptySubsequences: false)
+                    .map { escape($0.trimmingCharacters(in: .whitespaces)) }
+                if cells.allSatisfy({ $0.allSatisfy { $0 == "-" } }) { continue }
+                if !inTable { body += "<table>\n<tr>" + cells.map { "<th>\($0)</th>" }.joined() + "</tr>\n"; inTable = true; continue }
+                body += "<tr>" + cells.map { "<td>\($0)</td>" }.joined() + "</tr>\n"
+                continue
+            }
+            if inTable { body += "</table>\n"; inTable = false }
+            if line.hasPrefix("### ") { body += "<h3>\(escape(String(line.dropFirst(4))))</h3>\n" }
+            else if line.hasPrefix("## ") { body += "<h2>\(escape(String(line.dropFirst(3))))</h2>\n" }
+            else if line.hasPrefix("# ") { body += "<h1>\(escape(String(line.dropFirst(2))))</h1>\n" }
+            else if line.hasPrefix("![") , let file = pictures.first(where: { line.contains("(\($0.file))") }) {
+                let data = (try? Data(contentsOf: URL(fileURLWithPath: dir + "/" + file.file)))?.base64EncodedString() ?? ""
+                body += "<img alt=\"\(escape(file.title))\" src=\"data:image/png;base64,\(data)\">\n"
+            }
+            else if line.hasPrefix("- ") { body += "<p>• \(escape(String(line.dropFirst(2))))</p>\n" }
+            else if line.hasPrefix("<details") || line.hasPrefix("</details") { body += line + "\n" }
+            else if !line.isEmpty { body += "<p>\(escape(line).replacingOccurrences(of: "**", with: ""))</p>\n" }
+        }
+        if inTable { body += "</table>\n" }
+        return """
+        <!doctype html><html><head><meta charset="utf-8"><title>AdvKit robustness report</title>
+        <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}
+        td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}
+        img{image-rendering:pixelated;border:1px solid #ddd;max-width:100%}</style></head><body>
+        \(body)</body></html>
+        """
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+}
