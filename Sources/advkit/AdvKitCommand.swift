@@ -158,7 +158,7 @@ struct Train: ParsableCommand {
     @Option(help: "Adversarial training / TRADES: the L-inf radius.") var atEps: Float = 0.1
     @Option(help: "Adversarial training / TRADES: PGD steps (pgd-at, trades).") var atSteps = 7
     @Option(help: "Adversarial training / TRADES: PGD step size.") var atAlpha: Float = 0.025
-    @Option(help: "Adversarial training: share of the loss on adversarial examples (default 0.5 fgsm-at, 1 pgd-at).") var atRatio: Float?
+    @Option(help: "Adversarial training: share of the loss on adversarial examples (default 0.5; 1 is Madry's all-adversarial batches).") var atRatio: Float?
     @Option(help: "TRADES: beta, the weight of the KL term.") var tradesBeta: Float = 6
     @Option(help: "VAT: xi, the finite-difference radius of the power iteration.") var vatXi: Float = 1e-6
     @Option(help: "VAT: the L2 radius of the virtual adversarial perturbation.") var vatEps: Float = 2
@@ -184,7 +184,7 @@ struct Train: ParsableCommand {
     var trainingDefense: TrainingDefense? {
         switch defense {
         case .fgsmAT: return .fgsm(epsilon: atEps, ratio: atRatio ?? 0.5)
-        case .pgdAT: return .pgd(epsilon: atEps, steps: atSteps, alpha: atAlpha, ratio: atRatio ?? 1)
+        case .pgdAT: return .pgd(epsilon: atEps, steps: atSteps, alpha: atAlpha, ratio: atRatio ?? 0.5)
         case .trades: return .trades(epsilon: atEps, steps: atSteps, alpha: atAlpha, beta: tradesBeta)
         case .vat: return .vat(xi: vatXi, epsilon: vatEps, iterations: vatIterations, weight: vatWeight)
         case .none, .labelSmoothing, .gda, .brelu, .gdaBrelu: return nil

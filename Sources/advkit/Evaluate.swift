@@ -67,7 +67,8 @@ struct Evaluate: ParsableCommand {
                 print("wrote \(out)/: " + files.joined(separator: ", "))
                 for d in s.defenses {
                     let pgd = results.whiteBox.first { $0.defense == d && $0.attack == "pgd" }?.robustAccuracy
-                    print(String(format: "  %-18@ clean %5.1f%%  PGD %@  worst case %@", d as NSString, (results.cleanAccuracy[d] ?? 0) * 100,
+                    let name = d.padding(toLength: max(18, d.count), withPad: " ", startingAt: 0)
+                    print(String(format: "  %@ clean %5.1f%%  PGD %@  worst case %@", name, (results.cleanAccuracy[d] ?? 0) * 100,
                                  pgd.map { String(format: "%5.1f%%", $0 * 100) } ?? "  -  ", results.worstCase[d].map { String(format: "%5.1f%%", $0 * 100) } ?? "  -  "))
                 }
                 let warnings = results.sanity.filter { !$0.passed }

@@ -24,8 +24,10 @@ public enum TrainingDefense: Sendable, CustomStringConvertible {
         .adversarial(epsilon: epsilon, steps: 1, alpha: epsilon, ratio: ratio)
     }
 
-    /// PGD adversarial training, Madry's all adversarial batches.
-    public static func pgd(epsilon: Float = 0.1, steps: Int = 7, alpha: Float = 0.025, ratio: Float = 1) -> TrainingDefense {
+    /// PGD adversarial training. The default mixes clean and PGD examples half and half: on Fashion-MNIST (reference
+    /// CNN, eps 0.1, PGD-7, 3 epochs) it kept 83.6% clean accuracy with 63.1% under PGD-40, where Madry's all-adversarial
+    /// batches (ratio 1) gave 78.1% and 65.9% (docs/DEFENSES.md).
+    public static func pgd(epsilon: Float = 0.1, steps: Int = 7, alpha: Float = 0.025, ratio: Float = 0.5) -> TrainingDefense {
         .adversarial(epsilon: epsilon, steps: steps, alpha: alpha, ratio: ratio)
     }
 
