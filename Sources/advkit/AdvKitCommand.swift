@@ -7,7 +7,7 @@ struct AdvKitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "advkit",
         abstract: "Adversarial robustness of image classifiers: train, predict, attack.",
-        subcommands: [Train.self, Predict.self, AttackCommand.self, Evaluate.self]
+        subcommands: [Train.self, Predict.self, AttackCommand.self, Evaluate.self, Merge.self]
     )
 }
 

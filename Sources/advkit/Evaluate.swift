@@ -12,9 +12,9 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Attacks, comma-separated (default fgsm,pgd,deepfool,cw; --quick: fgsm,pgd,deepfool).") var attacks: String?
     @Option(help: "Epsilons of the curves, comma-separated (at least 2).") var eps: String?
     @Option(help: "The L-inf epsilon of the tables.") var tableEps: Float = 0.1
-    @Option(help: "Test images attacked (default 1000; --quick 200).") var limit: Int?
-    @Option(help: "Training images per model (default 30000; --quick 6000).") var trainImages: Int?
-    @Option(help: "Training epochs per model (default 3; --quick 1).") var epochs: Int?
+    @Option(help: "Test images attacked (default 500; --quick 200).") var limit: Int?
+    @Option(help: "Training images per model (default 20000; --quick 6000).") var trainImages: Int?
+    @Option(help: "Training epochs per model (default 2; --quick 1).") var epochs: Int?
     @Option(help: "PGD steps (default 20; --quick 10).") var pgdSteps: Int?
     @Option(help: "Threat model: white, black or both.") var threat = "both"
     @Option(help: "Seed of everything random.") var seed: UInt64 = 0
@@ -23,6 +23,17 @@ struct Evaluate: ParsableCommand {
     @Flag(help: "A small configuration that finishes in a few minutes on 2 cores.") var quick = false
     @Flag(help: "No progress output.") var quiet = false
     @Flag(help: "Print results.json to standard output at the end.") var json = false
+    @Option(help: "Run share I of N (I from 0): the defenses at positions I, I+N, ...; join the shares with `advkit merge`.")
+    var shard: String?
+
+    func parsedShard() throws -> (index: Int, count: Int)? {
+        guard let shard else { return nil }
+        let parts = shard.split(separator: "/")
+        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else {
+            throw ValidationError("--shard wants I/N with 0 <= I < N, got '\(shard)'")
+        }
+        return (i, n)
+    }
 
     func settings() throws -> EvaluationSettings {
         var s = quick ? EvaluationSettings.quickSettings() : EvaluationSettings()
@@ -48,6 +59,7 @@ struct Evaluate: ParsableCommand {
 
     func validate() throws {
         do { _ = try settings() } catch let e as AdvKitError { throw ValidationError(e.description) }
+        _ = try parsedShard()
     }
 
     func run() throws {
@@ -58,6 +70,7 @@ struct Evaluate: ParsableCommand {
             let test = try loadDataset(dataset, dataDir: dataDir, split: .test)
             let evaluator = try Evaluator(settings: s, train: train, test: test, outputDirectory: out)
             evaluator.progressStyle = quiet ? .silent : .automatic
+            evaluator.shard = try parsedShard()
             evaluator.log = { line in if !quiet { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
             let results = try evaluator.run()
             let files = try ReportWriter.write(results, evaluator: evaluator, classNames: test.classNames)
@@ -65,7 +78,7 @@ struct Evaluate: ParsableCommand {
                 print(String(decoding: try Data(contentsOf: URL(fileURLWithPath: out + "/results.json")), as: UTF8.self))
             } else {
                 print("wrote \(out)/: " + files.joined(separator: ", "))
-                for d in s.defenses {
+                for d in results.models.map(\.name) {
                     let pgd = results.whiteBox.first { $0.defense == d && $0.attack == "pgd" }?.robustAccuracy
                     let name = d.padding(toLength: max(18, d.count), withPad: " ", startingAt: 0)
                     print(String(format: "  %@ clean %5.1f%%  PGD %@  worst case %@", name, (results.cleanAccuracy[d] ?? 0) * 100,
@@ -74,6 +87,25 @@ struct Evaluate: ParsableCommand {
                 let warnings = results.sanity.filter { !$0.passed }
                 if !warnings.isEmpty { print("\(warnings.count) sanity check(s) warn about gradient masking: see report.md") }
             }
+        }
+    }
+}
+
+struct Merge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Join the results of `advkit evaluate --shard I/N` runs into one report (the same as one run).")
+
+    @Argument(help: "The shards' output folders.") var shards: [String]
+    @Option(help: "Output folder of the merged report.") var out = "advkit-report"
+
+    func validate() throws {
+        if shards.isEmpty { throw ValidationError("give the shards' output folders") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let merged = try ReportWriter.merge(shards, into: out)
+            print("merged \(shards.count) shard(s), \(merged.models.count) defenses, into \(out)/ (results.json, report.md, report.html, pictures)")
         }
     }
 }

@@ -15,10 +15,11 @@ final class EvaluationTests: XCTestCase {
         return s
     }
 
-    private func run(_ dir: String, log: @escaping (String) -> Void = { _ in }) throws -> (EvaluationResults, [String]) {
+    private func run(_ dir: String, shard: (Int, Int)? = nil, log: @escaping (String) -> Void = { _ in }) throws -> (EvaluationResults, [String]) {
         let train = squaresDataset(count: 400, classes: 4, size: 28, seed: 1), test = squaresDataset(count: 24, classes: 4, size: 28, seed: 2)
         let e = try Evaluator(settings: tinySettings(), train: train, test: test, outputDirectory: dir)
         e.progressStyle = .silent
+        e.shard = shard.map { (index: $0.0, count: $0.1) }
         e.log = log
         let r = try e.run()
         return (r, try ReportWriter.write(r, evaluator: e, classNames: test.classNames))
@@ -70,6 +71,18 @@ final class EvaluationTests: XCTestCase {
         XCTAssertEqual(first, second)
         let (fresh, _) = try run(temporaryDirectory())
         XCTAssertEqual(first, fresh, "a fresh run with the same seed gives the same numbers")
+        // Two shards, merged: the same results.json numbers as the whole run.
+        let s0 = temporaryDirectory("shard0"), s1 = temporaryDirectory("shard1"), merged = temporaryDirectory("merged")
+        let (a, _) = try run(s0, shard: (0, 2)), (b, _) = try run(s1, shard: (1, 2))
+        XCTAssertEqual(a.models.map(\.name), ["none", "feature-squeezing", "detector"])
+        XCTAssertEqual(b.models.map(\.name), ["fgsm-at", "noise"])
+        let joined = try ReportWriter.merge([s0, s1], into: merged)
+        XCTAssertEqual(joined, first, "merging the shards gives what one run gives")
+        XCTAssertEqual(try ReportWriter.read(merged).results, first)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: merged + "/gallery-pgd.png"))
+        XCTAssertThrowsError(try ReportWriter.merge([s0], into: temporaryDirectory("partial"))) {
+            XCTAssertTrue("\($0)".contains("no shard covered fgsm-at, noise"), "\($0)")
+        }
     }
 
     func testBadSettingsAreRejected() {

@@ -10,11 +10,11 @@ public struct EvaluationSettings: Codable, Equatable, Sendable {
     /// The radii of the robustness curves.
     public var epsilons: [Float] = [0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3]
     /// Test images attacked.
-    public var limit = 1000
+    public var limit = 500
     /// Training images per model, from the defender's half of the training set (the attacker's surrogates
     /// train on the other half).
-    public var trainImages = 30_000
-    public var epochs = 3
+    public var trainImages = 20_000
+    public var epochs = 2
     public var pgdSteps = 20
     public var threat = "both"
     public var seed: UInt64 = 0
@@ -105,6 +105,54 @@ public struct EvaluationResults: Codable, Equatable {
     public var sanity: [Check] = []
 }
 
+extension EvaluationResults {
+    /// Entries in the settings' order of defenses (then attacks, then forms), so that a run and the merge of
+    /// its shards compare equal.
+    func canonical() -> EvaluationResults {
+        var r = self
+        let di = Dictionary(uniqueKeysWithValues: settings.defenses.enumerated().map { ($0.element, $0.offset) })
+        let ai = Dictionary(uniqueKeysWithValues: settings.attacks.enumerated().map { ($0.element, $0.offset) })
+        func cellOrder(_ a: Cell, _ b: Cell) -> Bool {
+            (di[a.defense] ?? 0, ai[a.attack] ?? 0, a.form) < (di[b.defense] ?? 0, ai[b.attack] ?? 0, b.form)
+        }
+        r.whiteBox.sort(by: cellOrder)
+        r.blackBox.sort(by: cellOrder)
+        r.curves.sort { (di[$0.defense] ?? 0, ai[$0.attack] ?? 0) < (di[$1.defense] ?? 0, ai[$1.attack] ?? 0) }
+        r.perturbationNeeded.sort { (di[$0.defense] ?? 0) < (di[$1.defense] ?? 0) }
+        r.models.sort { (di[$0.name] ?? 0) < (di[$1.name] ?? 0) }
+        // Stable: a defense's checks keep the order they were made in.
+        r.sanity = r.sanity.enumerated().sorted { (di[$0.element.defense] ?? 0, $0.offset) < (di[$1.element.defense] ?? 0, $1.offset) }.map(\.element)
+        return r
+    }
+
+    /// Joins the results of shards of one evaluation (same settings) into the results of the whole.
+    public static func merge(_ parts: [EvaluationResults]) throws -> EvaluationResults {
+        guard let first = parts.first else { throw AdvKitError.invalidArgument("merge needs at least one shard's results") }
+        for p in parts.dropFirst() where p.settings != first.settings {
+            throw AdvKitError.invalidData("the shards were run with different settings: cannot merge them")
+        }
+        var seen = Set<String>()
+        var r = EvaluationResults(settings: first.settings)
+        for p in parts {
+            let names = Set(p.models.map(\.name))
+            let twice = names.intersection(seen)
+            guard twice.isEmpty else { throw AdvKitError.invalidData("defense \(twice.sorted().joined(separator: ", ")) appears in two shards") }
+            seen.formUnion(names)
+            r.models += p.models
+            r.cleanAccuracy.merge(p.cleanAccuracy) { a, _ in a }
+            r.whiteBox += p.whiteBox
+            r.blackBox += p.blackBox
+            r.curves += p.curves
+            r.perturbationNeeded += p.perturbationNeeded
+            r.worstCase.merge(p.worstCase) { a, _ in a }
+            r.sanity += p.sanity
+        }
+        let missing = first.settings.defenses.filter { !seen.contains($0) }
+        guard missing.isEmpty else { throw AdvKitError.invalidData("no shard covered \(missing.joined(separator: ", ")): merge every shard") }
+        return r.canonical()
+    }
+}
+
 /// Runs an evaluation: trains (or reuses) the models, attacks every defense, writes the report.
 public final class Evaluator {
     public let settings: EvaluationSettings
@@ -112,6 +160,9 @@ public final class Evaluator {
     public let test: Dataset
     public let outputDirectory: String
     public var progressStyle: Progress.Style = .automatic
+    /// Run only share `index` of `count`: the defenses whose position in the settings is index mod count.
+    /// `EvaluationResults.merge` joins the shares into what one run gives.
+    public var shard: (index: Int, count: Int)?
     /// Lines about what was reused or trained ("reusing cached model ..."), for the caller to print.
     public var log: (String) -> Void = { _ in }
     public private(set) var timings: [String: Double] = [:]
@@ -267,7 +318,7 @@ public final class Evaluator {
             }
             return pgd(eps)
         case "deepfool": return DeepFool(steps: 50)
-        default: return CarliniWagnerL2(binarySearchSteps: settings.quick ? 2 : 4, steps: settings.quick ? 50 : 100)
+        default: return CarliniWagnerL2(binarySearchSteps: settings.quick ? 2 : 3, steps: settings.quick ? 50 : 100)
         }
     }
 
@@ -276,7 +327,11 @@ public final class Evaluator {
         try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
         let started = Date()
         undefended = try trainedModel("none", architecture: baseArchitecture, seed: settings.seed)
-        let defenses = try settings.defenses.map { try defended($0) }
+        if let shard, !(shard.count >= 1 && shard.index >= 0 && shard.index < shard.count) {
+            throw AdvKitError.invalidArgument("shard \(shard.index)/\(shard.count) is not one of 0/N ... (N-1)/N")
+        }
+        let mine = settings.defenses.enumerated().filter { shard == nil || $0.offset % shard!.count == shard!.index }.map(\.element)
+        let defenses = try mine.map { try defended($0) }
         let white = settings.threat != "black", black = settings.threat != "white"
         let curveAttacks = settings.attacks.filter { $0 == "fgsm" || $0 == "pgd" }
         let cells = defenses.count * (settings.attacks.count + (white ? curveAttacks.count : 0) + 2) + (black ? 2 : 0)
@@ -368,7 +423,7 @@ public final class Evaluator {
         }
         bar.finish(String(format: "%d defenses, %d attacks, %.0fs", defenses.count, settings.attacks.count, Date().timeIntervalSince(started)))
         timings["total"] = Date().timeIntervalSince(started)
-        return results
+        return results.canonical()
     }
 
     /// Per image: the defense's classifier is right on the clean image.

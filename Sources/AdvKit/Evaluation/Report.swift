@@ -4,22 +4,16 @@ import Foundation
 public enum ReportWriter {
     public static let version = "0.1.0"
 
+    typealias Picture = (file: String, title: String, caption: String)
+
     /// Writes every file; returns their names.
     @discardableResult
     public static func write(_ r: EvaluationResults, evaluator: Evaluator, classNames: [String]) throws -> [String] {
         let dir = evaluator.outputDirectory
-        var pictures: [(file: String, title: String, caption: String)] = []
+        var pictures: [Picture] = []
         func save(_ img: PNG.Image, _ file: String, _ title: String, _ caption: String) throws {
             try PNG.write(img, to: dir + "/" + file)
             pictures.append((file, title, caption))
-        }
-        for attack in ["fgsm", "pgd"] {
-            let curves = r.curves.filter { $0.attack == attack }
-            guard !curves.isEmpty else { continue }
-            let series = curves.map { c in Plot.Series(name: c.defense, points: zip(c.epsilons, c.robustAccuracy).map { (Double($0), $1) }) }
-            let legend = curves.enumerated().map { "\(Plot.colorName($0.offset)) = \($0.element.defense)" }.joined(separator: ", ")
-            try save(Plot.lineChart(series, xMax: Double(r.settings.epsilons.max() ?? 0.3)), "curves-\(attack).png",
-                     "Robust accuracy (%) against epsilon (L∞), \(attack.uppercased())", legend)
         }
         for attack in r.settings.attacks {
             guard let g = evaluator.gallery(attack) else { continue }
@@ -29,23 +23,83 @@ public enum ReportWriter {
             try save(g.png, "gallery-\(attack).png", "Gallery: \(attack.uppercased()) on the undefended model",
                      "Each row: original, perturbation (amplified to the full range), adversarial. " + rows)
         }
-        try save(evaluator.saliencyPicture(), "saliency.png", "Saliency maps (undefended model)",
-                 "Each row: an image and |∂logit(true class)/∂x| (Simonyan et al. 2013), scaled to its maximum.")
+        if r.models.contains(where: { $0.name == "none" }) {
+            try save(evaluator.saliencyPicture(), "saliency.png", "Saliency maps (undefended model)",
+                     "Each row: an image and |∂logit(true class)/∂x| (Simonyan et al. 2013), scaled to its maximum.")
+        }
+        let shard = evaluator.shard.map { "\($0.index)/\($0.count)" }
+        return try writeDocuments(r, dir: dir, pictures: pictures, timings: evaluator.timings, shard: shard)
+    }
 
+    /// The curves (re-plotted from the numbers), results.json, report.md and report.html. `pictures` are the
+    /// galleries and saliency maps already in `dir`.
+    static func writeDocuments(_ r: EvaluationResults, dir: String, pictures extra: [Picture], timings: [String: Double],
+                               shard: String?) throws -> [String] {
+        var pictures: [Picture] = []
+        for attack in ["fgsm", "pgd"] {
+            let curves = r.curves.filter { $0.attack == attack }
+            guard !curves.isEmpty else { continue }
+            let series = curves.map { c in Plot.Series(name: c.defense, points: zip(c.epsilons, c.robustAccuracy).map { (Double($0), $1) }) }
+            let legend = curves.enumerated().map { "\(Plot.colorName($0.offset)) = \($0.element.defense)" }.joined(separator: ", ")
+            let file = "curves-\(attack).png"
+            try PNG.write(Plot.lineChart(series, xMax: Double(r.settings.epsilons.max() ?? 0.3)), to: dir + "/" + file)
+            pictures.append((file, "Robust accuracy (%) against epsilon (L∞), \(attack.uppercased())", legend))
+        }
+        pictures += extra
         let env = ProcessInfo.processInfo.environment
         let results = try JSONSerialization.jsonObject(with: encoder().encode(r))
-        let document: [String: Any] = [
+        var document: [String: Any] = [
             "results": results,
-            "timings_seconds": evaluator.timings.mapValues { ($0 * 10).rounded() / 10 },
+            "timings_seconds": timings.mapValues { ($0 * 10).rounded() / 10 },
             "versions": ["advkit": version, "openblas_core": Parallelism.blasCoreName, "threads": Parallelism.threads,
                          "OPENBLAS_CORETYPE": env["OPENBLAS_CORETYPE"] ?? "(unset)"],
         ]
+        if let shard { document["shard"] = shard }
         try FileIO.writeAtomically(try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys]),
                                    to: dir + "/results.json")
-        let md = markdown(r, pictures: pictures, timings: evaluator.timings)
+        let md = markdown(r, pictures: pictures, timings: timings)
         try FileIO.writeAtomically(Data(md.utf8), to: dir + "/report.md")
         try FileIO.writeAtomically(Data(html(md, pictures: pictures, dir: dir).utf8), to: dir + "/report.html")
         return ["results.json", "report.md", "report.html"] + pictures.map(\.file)
+    }
+
+    /// Reads the results of a finished evaluation folder.
+    public static func read(_ dir: String) throws -> (results: EvaluationResults, timings: [String: Double]) {
+        let path = dir + "/results.json"
+        let data = try FileIO.read(path)
+        guard let doc = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let results = doc["results"] else {
+            throw AdvKitError.invalidFile(path: path, reason: "not an AdvKit results.json (no \"results\" object)")
+        }
+        do {
+            let r = try JSONDecoder().decode(EvaluationResults.self, from: JSONSerialization.data(withJSONObject: results))
+            return (r, (doc["timings_seconds"] as? [String: Double]) ?? [:])
+        } catch {
+            throw AdvKitError.invalidFile(path: path, reason: "the results do not decode: \(error)")
+        }
+    }
+
+    /// Merges shard folders into `out`: results.json, the report, and the pictures found in the shards.
+    @discardableResult
+    public static func merge(_ dirs: [String], into out: String) throws -> EvaluationResults {
+        let parts = try dirs.map(read)
+        let merged = try EvaluationResults.merge(parts.map(\.results))
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        var pictures: [Picture] = []
+        let known: [(String, String, String)] = merged.settings.attacks.map {
+            ("gallery-\($0).png", "Gallery: \($0.uppercased()) on the undefended model", "Each row: original, perturbation (amplified), adversarial.")
+        } + [("saliency.png", "Saliency maps (undefended model)", "Each row: an image and |∂logit(true class)/∂x|, scaled to its maximum.")]
+        for (file, title, caption) in known {
+            guard let src = dirs.first(where: { FileManager.default.fileExists(atPath: $0 + "/" + file) }) else { continue }
+            if src != out {
+                try? FileManager.default.removeItem(atPath: out + "/" + file)
+                try FileManager.default.copyItem(atPath: src + "/" + file, toPath: out + "/" + file)
+            }
+            pictures.append((file, title, caption))
+        }
+        var timings: [String: Double] = [:]
+        for (i, p) in parts.enumerated() { for (k, v) in p.timings { timings["shard \(i) \(k)"] = v } }
+        _ = try writeDocuments(merged, dir: out, pictures: pictures, timings: timings, shard: nil)
+        return merged
     }
 
     static func encoder() -> JSONEncoder {
@@ -57,7 +111,7 @@ public enum ReportWriter {
     static func pct(_ x: Double?) -> String { x.map { String(format: "%.1f%%", $0 * 100) } ?? "–" }
     static func num(_ x: Double?) -> String { x.map { String(format: "%.3f", $0) } ?? "–" }
 
-    static func markdown(_ r: EvaluationResults, pictures: [(file: String, title: String, caption: String)], timings: [String: Double]) -> String {
+    static func markdown(_ r: EvaluationResults, pictures: [Picture], timings: [String: Double]) -> String {
         let s = r.settings
         var out = "# AdvKit robustness report\n\n"
         out += "Dataset \(s.dataset), \(s.limit) test images, L∞ ε = \(s.epsilon) for the tables, PGD \(s.pgdSteps) steps"
@@ -110,7 +164,7 @@ public enum ReportWriter {
     }
 
     /// The Markdown as HTML, self-contained: pictures inlined as data URIs.
-    static func html(_ md: String, pictures: [(file: String, title: String, caption: String)], dir: String) -> String {
+    static func html(_ md: String, pictures: [Picture], dir: String) -> String {
         var body = ""
         var inTable = false
         for line in md.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
