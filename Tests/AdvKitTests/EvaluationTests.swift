@@ -96,4 +96,60 @@ final class EvaluationTests: XCTestCase {
         s.threat = "grey"
         XCTAssertThrowsError(try s.validate())
     }
+
+    /// `advkit evaluate` on files a user supplies: MNIST's IDX layout and CIFAR-10's binary batches, generated here.
+    func testEvaluateReadsMNISTAndCIFAR10FilesAndUsesTheResNetForCIFAR() throws {
+        var s = tinySettings()
+        s.defenses = ["none", "feature-squeezing"]
+        s.attacks = ["fgsm", "pgd"]
+        s.limit = 8
+        s.trainImages = 40
+        s.epsilons = [0, 0.1]
+        s.threat = "white"
+        // MNIST layout: gzip'd uint8 IDX files in a folder.
+        let mnist = temporaryDirectory("mnist")
+        for (split, n, seed) in [("train", 80, UInt64(3)), ("t10k", 8, 4)] {
+            let d = squaresDataset(count: n, classes: 4, size: 28, seed: seed)
+            try Gzip.compress(IDX.encode(d.images.reshaped([n, 28, 28]), as: .uint8))
+                .write(to: URL(fileURLWithPath: "\(mnist)/\(split)-images-idx3-ubyte.gz"))
+            try IDX.encodeLabels(d.labels).write(to: URL(fileURLWithPath: "\(mnist)/\(split)-labels-idx1-ubyte"))
+        }
+        let mTrain = try Dataset.mnistFormat(directory: mnist, split: .train, classNames: Dataset.mnistClasses, name: "mnist")
+        let mTest = try Dataset.mnistFormat(directory: mnist, split: .test, classNames: Dataset.mnistClasses, name: "mnist")
+        s.dataset = "mnist"
+        let e1 = try Evaluator(settings: s, train: mTrain, test: mTest, outputDirectory: temporaryDirectory("mnist-report"))
+        e1.progressStyle = .silent
+        let r1 = try e1.run()
+        XCTAssertEqual(r1.whiteBox.count, 4)
+        XCTAssertTrue(try ReportWriter.write(r1, evaluator: e1, classNames: mTest.classNames).contains("report.html"))
+        // CIFAR-10 binary batches: label byte + 3072 pixel bytes per record.
+        let cifar = temporaryDirectory("cifar")
+        func batch(_ n: Int, seed: UInt64) -> Data {
+            var rng = SeededGenerator(seed: seed)
+            var bytes: [UInt8] = []
+            for _ in 0..<n {
+                let label = UInt8(rng.next() % 3)
+                bytes.append(label)
+                // class k: channel k bright, others dark, plus noise
+                for ch in 0..<3 { for _ in 0..<1024 { bytes.append(UInt8(ch == Int(label) ? 150 + rng.next() % 100 : rng.next() % 80)) } }
+            }
+            return Data(bytes)
+        }
+        try batch(60, seed: 5).write(to: URL(fileURLWithPath: cifar + "/data_batch_1.bin"))
+        try batch(8, seed: 6).write(to: URL(fileURLWithPath: cifar + "/test_batch.bin"))
+        let cTrain = try CIFAR10.load(directory: cifar, split: .train), cTest = try CIFAR10.load(directory: cifar, split: .test)
+        s.dataset = "cifar10"
+        let dir = temporaryDirectory("cifar-report")
+        let e2 = try Evaluator(settings: s, train: cTrain, test: cTest, outputDirectory: dir)
+        e2.progressStyle = .silent
+        let r2 = try e2.run()
+        XCTAssertEqual(r2.whiteBox.count, 4)
+        let files = try ReportWriter.write(r2, evaluator: e2, classNames: cTest.classNames)
+        let gallery = try PNG.decode(Data(contentsOf: URL(fileURLWithPath: dir + "/gallery-pgd.png")))
+        XCTAssertEqual(gallery.channels, 3, "CIFAR-10 pictures are in colour")
+        XCTAssertTrue(files.contains("saliency.png"))
+        let saved = try FileManager.default.contentsOfDirectory(atPath: dir + "/models").first { $0.hasPrefix("none-") }!
+        let names = try Safetensors.read(dir + "/models/" + saved).tensors.keys
+        XCTAssertTrue(names.contains("layer1.0.bn1.running_mean"), "the CIFAR-10 model is the ResNet")
+    }
 }
