@@ -152,6 +152,8 @@ struct Train: ParsableCommand {
     @Option(help: "Use only the first N training images.") var trainLimit: Int?
     @Option(help: "Where to write the model (.safetensors); rewritten after every epoch.") var out: String
     @Flag(help: "No progress output.") var quiet = false
+    @Flag(help: "Continue an interrupted run from the state file beside --out (same settings): the result equals an uninterrupted run.")
+    var resume = false
 
     @Option(help: "Training-time defense: \(DefenseName.allCases.map(\.rawValue).joined(separator: ", ")).")
     var defense: DefenseName = .none
@@ -216,10 +218,11 @@ struct Train: ParsableCommand {
                 trainer.batchLoss = d.batchLoss(seed: seed, labelSmoothing: config.labelSmoothing)
             }
             let started = Date()
-            let history = try trainer.fit(train, test: test, checkpoint: out)
+            if resume { FileHandle.standardError.write(Data("resuming from \(Trainer.stateFile(for: out))\n".utf8)) }
+            let history = try trainer.fit(train, test: test, checkpoint: out, resume: resume)
             let acc = history.last?.testAccuracy ?? 0
             print(String(format: "trained %@ (defense %@) on %d images for %d epoch(s) in %.1fs: test accuracy %.2f%% on %d images; saved %@",
-                         model.arch.rawValue, defense.rawValue, train.count, epochs, Date().timeIntervalSince(started), acc * 100, test.count, out))
+                         model.arch.rawValue, defense.rawValue, train.count, history.count, Date().timeIntervalSince(started), acc * 100, test.count, out))
         }
     }
 }

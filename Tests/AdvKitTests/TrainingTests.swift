@@ -43,6 +43,36 @@ final class TrainingTests: XCTestCase {
         XCTAssertNotEqual(c.stateDict[0].tensor.value, a.stateDict[0].tensor.value, "another seed, other weights")
     }
 
+    func testResumingGivesTheWeightsOfAnUninterruptedRun() throws {
+        let train = squaresDataset(count: 192, seed: 5)
+        for defense in [nil, TrainingDefense.pgd(epsilon: 0.1, steps: 2, alpha: 0.05)] {
+            let dir = temporaryDirectory()
+            func trainer(_ epochs: Int) -> (Model, Trainer) {
+                let m = Model(.mlp, inputShape: [1, 12, 12], classes: 4, seed: 3)
+                let t = Trainer(model: m, configuration: config(epochs: epochs, seed: 3))
+                if let defense { t.batchLoss = defense.batchLoss(seed: 3) }
+                return (m, t)
+            }
+            let (whole, t1) = trainer(3)
+            try t1.fit(train, checkpoint: dir + "/whole.safetensors")
+            // "Interrupted" after one epoch, then resumed by a new process's worth of objects.
+            let (_, t2) = trainer(1)
+            try t2.fit(train, checkpoint: dir + "/part.safetensors")
+            let (resumed, t3) = trainer(3)
+            let history = try t3.fit(train, checkpoint: dir + "/part.safetensors", resume: true)
+            XCTAssertEqual(history.map(\.epoch), [2, 3], "only the missing epochs run")
+            for (a, b) in zip(whole.stateDict, resumed.stateDict) {
+                XCTAssertEqual(a.tensor.value, b.tensor.value, "\(a.name) (defense \(defense.map { "\($0)" } ?? "none"))")
+            }
+            XCTAssertThrowsError(try trainer(3).1.fit(train, checkpoint: dir + "/whole.safetensors", resume: true)) {
+                XCTAssertTrue("\($0)".contains("nothing to resume"), "\($0)")
+            }
+            XCTAssertThrowsError(try trainer(3).1.fit(train, checkpoint: dir + "/none.safetensors", resume: true)) {
+                XCTAssertTrue("\($0)".contains("no checkpoint state to resume from"), "\($0)")
+            }
+        }
+    }
+
     func testShuffleIsAPermutationAndDependsOnSeedAndEpoch() {
         let p = Trainer.permutation(count: 1000, seed: 1, epoch: 0)
         XCTAssertEqual(p.sorted(), Array(0..<1000))

@@ -69,6 +69,39 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(p2["accuracy"] as! Double, a["robust_accuracy"] as! Double, accuracy: 1e-9)
     }
 
+    /// kill -9 in the middle of training leaves a loadable model; --resume then ends where an uninterrupted run
+    /// ends, byte for byte.
+    func testKillMidTrainingThenResume() throws {
+        let args = ["train", "--arch", "mlp"] + data + ["--data-dir", dir, "--epochs", "6", "--batch-size", "8", "--lr", "1e-3", "--quiet"]
+        let (code, _, err) = try advkit(args + ["--out", dir + "/whole.safetensors"])
+        XCTAssertEqual(code, 0, err)
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("advkit")
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args + ["--out", dir + "/killed.safetensors"]
+        p.environment = ["ADVKIT_THREADS": "2"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Wait for the first epoch's state file, then kill without warning.
+        let state = dir + "/killed.safetensors.state"
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: state) && Date() < deadline && p.isRunning { usleep(2_000) }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: state), "an epoch finished before the kill")
+        // Whatever moment the kill hit, the files on disk are whole: old or new, never torn.
+        XCTAssertNoThrow(try Model(.mlp, inputShape: [1, 28, 28], classes: 10).load(from: dir + "/killed.safetensors"))
+        XCTAssertNoThrow(try Safetensors.read(state))
+        let (code2, out2, err2) = try advkit(args + ["--out", dir + "/killed.safetensors", "--resume"])
+        XCTAssertEqual(code2, 0, err2 + out2)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/whole.safetensors")),
+                       try Data(contentsOf: URL(fileURLWithPath: dir + "/killed.safetensors")),
+                       "resumed weights are byte-identical to the uninterrupted run's")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".tmp-") }
+        XCTAssertEqual(leftovers.count <= 1, true, "at most the killed process's temporary file: \(leftovers)")
+    }
+
     func testTrainingAndInferenceDefensesFromTheCommandLine() throws {
         let model = dir + "/at.safetensors"
         var (code, out, err) = try advkit(["train", "--arch", "mlp"] + data + ["--data-dir", dir, "--epochs", "2", "--lr", "3e-3",

@@ -52,12 +52,12 @@ public enum TrainingDefense: Sendable, CustomStringConvertible {
         }
     }
 
-    /// The minibatch loss for `Trainer.batchLoss`. Random starts come from `seed` and a batch counter, so the
-    /// same seed gives the same training run.
-    public func batchLoss(seed: UInt64, labelSmoothing: Float = 0) -> (Tape, Model, Tensor, [Int32]) -> Variable {
-        let counter = Counter()
-        return { tape, model, x, y in
-            let batchSeed = seed &+ 0x9E37_79B9 &* counter.next()
+    /// The minibatch loss for `Trainer.batchLoss`. Random starts come from `seed` and the batch's global step,
+    /// so the same seed gives the same training run, resumed or not.
+    public func batchLoss(seed: UInt64, labelSmoothing: Float = 0) -> (Tape, Model, TrainingBatch) -> Variable {
+        return { tape, model, batch in
+            let x = batch.images, y = batch.labels
+            let batchSeed = seed &+ 0x9E37_79B9 &* UInt64(batch.step)
             switch self {
             case let .adversarial(eps, steps, alpha, ratio):
                 var xAdv = x
@@ -120,14 +120,6 @@ func normalizedPerSample(_ t: Tensor) -> Tensor {
         for j in 0..<d { p[i * d + j] *= f }
     }
     return out
-}
-
-final class Counter: @unchecked Sendable {
-    private var value: UInt64 = 0
-    func next() -> UInt64 {
-        defer { value &+= 1 }
-        return value
-    }
 }
 
 extension Dataset {

@@ -6,6 +6,11 @@ public protocol Optimizer: AnyObject {
     var learningRate: Float { get set }
     /// One update of each parameter with its gradient, in the same order.
     func step(_ parameters: [Parameter], gradients: [Tensor])
+    /// The optimizer's state (moments, velocities, step counts) under names derived from the parameters' names,
+    /// for a checkpoint that resumes exactly.
+    func state(_ parameters: [(name: String, tensor: Parameter)]) -> [(String, Tensor)]
+    /// Restores what `state` saved.
+    func restore(_ tensors: [String: Tensor], _ parameters: [(name: String, tensor: Parameter)]) throws
 }
 
 /// Stochastic gradient descent with momentum and weight decay, as torch.optim.SGD:
@@ -31,6 +36,20 @@ public final class SGD: Optimizer {
             Kernels.sgdStep(param: &p.value, velocity: &v, grad: g, lr: learningRate, momentum: momentum,
                             weightDecay: weightDecay, first: first)
             velocity[id] = v
+        }
+    }
+
+    public func state(_ parameters: [(name: String, tensor: Parameter)]) -> [(String, Tensor)] {
+        parameters.compactMap { p in velocity[ObjectIdentifier(p.tensor)].map { ("sgd.velocity." + p.name, $0) } }
+    }
+
+    public func restore(_ tensors: [String: Tensor], _ parameters: [(name: String, tensor: Parameter)]) throws {
+        velocity = [:]
+        for p in parameters {
+            if let v = tensors["sgd.velocity." + p.name] {
+                guard v.shape == p.tensor.value.shape else { throw AdvKitError.invalidData("the checkpoint's velocity of \(p.name) has shape \(v.shape)") }
+                velocity[ObjectIdentifier(p.tensor)] = v
+            }
         }
     }
 }
@@ -62,6 +81,24 @@ public final class Adam: Optimizer {
             Kernels.adamStep(param: &p.value, m: &s.m, v: &s.v, grad: g, lr: learningRate, beta1: beta1, beta2: beta2,
                              eps: epsilon, weightDecay: weightDecay, step: s.t)
             state[id] = s
+        }
+    }
+
+    public func state(_ parameters: [(name: String, tensor: Parameter)]) -> [(String, Tensor)] {
+        parameters.flatMap { p -> [(String, Tensor)] in
+            guard let s = state[ObjectIdentifier(p.tensor)] else { return [] }
+            return [("adam.m." + p.name, s.m), ("adam.v." + p.name, s.v), ("adam.t." + p.name, Tensor([Float(s.t)]))]
+        }
+    }
+
+    public func restore(_ tensors: [String: Tensor], _ parameters: [(name: String, tensor: Parameter)]) throws {
+        state = [:]
+        for p in parameters {
+            guard let m = tensors["adam.m." + p.name], let v = tensors["adam.v." + p.name], let t = tensors["adam.t." + p.name] else { continue }
+            guard m.shape == p.tensor.value.shape, v.shape == m.shape, t.count == 1 else {
+                throw AdvKitError.invalidData("the checkpoint's Adam state of \(p.name) does not match the model")
+            }
+            state[ObjectIdentifier(p.tensor)] = (m, v, Int(t.scalar))
         }
     }
 }

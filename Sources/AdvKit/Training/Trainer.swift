@@ -36,6 +36,16 @@ public struct TrainingConfiguration: Sendable {
     }
 }
 
+/// One minibatch as the loss sees it.
+public struct TrainingBatch {
+    public var images: Tensor
+    public var labels: [Int32]
+    /// The batch's index over the whole run (epoch · batches per epoch + batch): random draws keyed by it are
+    /// the same after a resume as in an uninterrupted run.
+    public var step: Int
+    public var epoch: Int
+}
+
 /// One epoch's record.
 public struct EpochReport: Sendable, Codable {
     public var epoch: Int
@@ -59,15 +69,15 @@ public final class Trainer {
     public let optimizer: Optimizer
     /// The loss of one batch as a scalar on the tape (default: mean cross-entropy with the configured label
     /// smoothing). Defenses replace it (adversarial training, VAT, ...).
-    public var batchLoss: (Tape, Model, Tensor, [Int32]) -> Variable
+    public var batchLoss: (Tape, Model, TrainingBatch) -> Variable
 
     public init(model: Model, configuration: TrainingConfiguration) {
         self.model = model
         self.configuration = configuration
         self.optimizer = configuration.makeOptimizer()
         let smoothing = configuration.labelSmoothing
-        batchLoss = { tape, model, x, y in
-            tape.crossEntropy(model(tape.input(x)), labels: y, labelSmoothing: smoothing).mean()
+        batchLoss = { tape, model, batch in
+            tape.crossEntropy(model(tape.input(batch.images)), labels: batch.labels, labelSmoothing: smoothing).mean()
         }
     }
 
@@ -84,10 +94,21 @@ public final class Trainer {
         return p
     }
 
-    /// Trains for the configured epochs. `checkpoint`, if given, is rewritten (atomically) after each epoch.
+    /// The file beside a checkpoint that holds everything a resume needs: the weights, the optimizer's state and
+    /// the epochs done. (The checkpoint itself stays plain weights, loadable by PyTorch.)
+    public static func stateFile(for checkpoint: String) -> String { checkpoint + ".state" }
+
+    /// Trains for the configured epochs. `checkpoint`, if given, is rewritten (atomically) after each epoch,
+    /// together with its state file. With `resume`, training continues after the last epoch the state file
+    /// records, and ends with the same weights as an uninterrupted run (same seed and thread count; tested).
     @discardableResult
-    public func fit(_ train: Dataset, test: Dataset? = nil, checkpoint: String? = nil,
-                    startEpoch: Int = 0, onEpoch: ((EpochReport) -> Void)? = nil) throws -> [EpochReport] {
+    public func fit(_ train: Dataset, test: Dataset? = nil, checkpoint: String? = nil, resume: Bool = false,
+                    onEpoch: ((EpochReport) -> Void)? = nil) throws -> [EpochReport] {
+        var startEpoch = 0
+        if resume {
+            guard let checkpoint else { throw AdvKitError.invalidArgument("resuming needs the checkpoint's path") }
+            startEpoch = try restore(from: Trainer.stateFile(for: checkpoint))
+        }
         try configuration.validate()
         guard train.count > 0 else { throw AdvKitError.invalidData("the training set is empty") }
         guard train.imageShape == model.inputShape else {
@@ -113,7 +134,7 @@ public final class Trainer {
                 let y = idx.map { train.labels[$0] }
                 tape.reset()
                 tape.mode = .training
-                let loss = batchLoss(tape, model, x, y)
+                let loss = batchLoss(tape, model, TrainingBatch(images: x, labels: y, step: epoch * batches + b, epoch: epoch))
                 let value = loss.value.scalar
                 guard value.isFinite else {
                     throw AdvKitError.invalidData("the training loss became \(value) at epoch \(epoch + 1), batch \(b + 1): lower the learning rate")
@@ -132,9 +153,35 @@ public final class Trainer {
             history.append(report)
             if let checkpoint {
                 try model.save(to: checkpoint, metadata: ["epoch": String(epoch + 1), "arch": model.architecture.rawValue])
+                let named = model.stateDict
+                let tensors = named.map { ("model." + $0.name, $0.tensor.value) } + optimizer.state(named)
+                try Safetensors.write(tensors, metadata: ["epochs_done": String(epoch + 1), "seed": String(configuration.seed)],
+                                      to: Trainer.stateFile(for: checkpoint))
             }
             onEpoch?(report)
         }
         return history
+    }
+
+    /// Loads weights and optimizer state from a state file; returns the number of epochs it records as done.
+    func restore(from path: String) throws -> Int {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw AdvKitError.io(path: path, reason: "no checkpoint state to resume from (train once with a checkpoint first)")
+        }
+        let file = try Safetensors.read(path)
+        guard let done = file.metadata["epochs_done"].flatMap(Int.init), done >= 0 else {
+            throw AdvKitError.invalidFile(path: path, reason: "not a training state file (no epochs_done)")
+        }
+        if let seed = file.metadata["seed"], seed != String(configuration.seed) {
+            throw AdvKitError.invalidArgument("the checkpoint was trained with seed \(seed), not \(configuration.seed): resume with the same settings")
+        }
+        var weights: [String: Tensor] = [:]
+        for (k, v) in file.tensors where k.hasPrefix("model.") { weights[String(k.dropFirst(6))] = v }
+        try model.load(weights, path: path)
+        try optimizer.restore(file.tensors, model.stateDict)
+        guard done < configuration.epochs else {
+            throw AdvKitError.invalidArgument("the checkpoint already has \(done) epoch(s) of the \(configuration.epochs) asked: nothing to resume")
+        }
+        return done
     }
 }
