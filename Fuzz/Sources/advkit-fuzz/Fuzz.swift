@@ -1,0 +1,33 @@
+import AdvKit
+import Foundation
+
+/// One input for libFuzzer. The first byte picks the parser; the rest is the file. Every parser must either
+/// return a value or throw AdvKitError: a crash, a trap or a hang is a finding.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    guard count >= 1 else { return 0 }
+    let bytes = UnsafeRawBufferPointer(start: start, count: count)
+    let data = Data(bytes.dropFirst())
+    switch bytes[0] % 3 {
+    case 0:
+        if let f = try? IDX.parse(data) { precondition(f.values.count == f.dims.reduce(1, *)) }
+    case 1:
+        if let d = try? CIFAR10.parse(data) { precondition(d.images.count == d.count * 3072) }
+    default:
+        if let t = try? Safetensors.parse(data) { for (_, v) in t.tensors { precondition(v.count == v.shape.count) } }
+    }
+    return 0
+}
+
+// SwiftPM links an executable target with its entry point renamed to `<target>_main`; libFuzzer's driver is
+// started from there (LLVMFuzzerRunDriver is libFuzzer's documented entry for programs with their own main).
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+                         _ callback: @convention(c) (UnsafeRawPointer, Int) -> CInt) -> CInt
+
+@_cdecl("advkit_fuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var c = argc
+    var v = argv
+    return LLVMFuzzerRunDriver(&c, &v) { data, size in fuzz(data, size) }
+}
