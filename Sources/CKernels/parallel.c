@@ -96,10 +96,12 @@ void ck_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
               const float *B, size_t ldb, float beta, float *C, size_t ldc) {
     if (M == 0 || N == 0) return;
     ck_gemm_job job = {trans_a, trans_b, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, 0};
-    // Split the larger of M and N; chunks of fewer than 16 rows cost more in overhead than they gain.
+    // Split the larger of M and N, and only GEMMs of at least 1e7 FLOP: below that the team's fork/join and
+    // OpenBLAS's per-call setup cost more than a second core saves (measured: one image's conv2 GEMM, 6.5 MFLOP,
+    // split over 2 threads made a batch-1 input gradient 1.6x slower than on 1 thread; docs/PERFORMANCE.md).
     size_t split = M >= N ? M : N;
     job.split_n = N > M;
-    if (2.0 * (double)M * (double)N * (double)K < 2e5 || split < 32) {
+    if (2.0 * (double)M * (double)N * (double)K < 1e7 || split < 32) {
         ck_gemm_part(&job, 0, job.split_n ? N : M, 0);
         return;
     }
