@@ -236,34 +236,10 @@ struct Bench {
             try attackRecord("cw/advkit", CarliniWagnerL2(initialConstant: 1, binarySearchSteps: 1, steps: 100), images: small.images,
                              labels: small.labels, flop: nil)
         }
-        if want("train_std") {
-            let train = try Dataset.mnistFormat(directory: o.dataDir, split: .train).prefix(o.trainN)
-            let initial = model.stateDict.map { $0.tensor.value }
-            let tb = o.trainBatch
-            let tbatches = stride(from: 0, to: train.count, by: tb).map { $0..<min($0 + tb, train.count) }
-            let txb = tbatches.map { train.images.batch($0) }, tyb = tbatches.map { Array(train.labels[$0]) }
-            let m = Model(.cnn)
-            let trainTape = Tape(mode: .training)
-            func pass(_ k: Range<Int>) -> Tensor? {
-                for (p, v) in zip(m.stateDict, initial) { p.tensor.value = v }  // from the trained weights each pass
-                let opt = Adam(learningRate: 1e-3)
-                let params = m.parameters
-                for i in k {
-                    trainTape.reset()
-                    let loss = trainTape.crossEntropy(m(trainTape.input(txb[i])), labels: tyb[i]).mean()
-                    opt.step(params, gradients: trainTape.gradients(of: loss, wrt: params))
-                }
-                return nil
-            }
-            var rec = r.timed("train_std/advkit", images: train.count, flopPerImage: FLOP.trainStep,
-                              warmup: { _ = pass(0..<1) }, runAll: { pass(0..<txb.count) })
-            rec["params"] = ["optimizer": "Adam", "lr": 1e-3, "batch": tb] as [String: Any]
-            workloads["train_std/advkit"] = rec
-        }
-        if want("train_pgd7") {
-            // Adversarial training as bench_torch.py times it: per batch of 64, PGD-7 (eps 0.1, alpha 0.025, random
-            // start) on the model being trained, then one Adam step on the adversarial batch.
-            let train = try Dataset.mnistFormat(directory: o.dataDir, split: .train).prefix(o.advtrainN)
+        // Training as bench_torch.py times it: from the trained weights each pass, Adam 1e-3, batches of
+        // --train-batch; `adversarial` (PGD-7, eps 0.1, alpha 0.025, random start) replaces each batch first.
+        func trainRecord(_ key: String, images n: Int, adversarial: Bool) throws {
+            let train = try Dataset.mnistFormat(directory: o.dataDir, split: .train).prefix(n)
             let initial = model.stateDict.map { $0.tensor.value }
             let tb = o.trainBatch
             let tbatches = stride(from: 0, to: train.count, by: tb).map { $0..<min($0 + tb, train.count) }
@@ -276,18 +252,22 @@ struct Bench {
                 let opt = Adam(learningRate: 1e-3)
                 let params = m.parameters
                 for i in k {
-                    let adv = (try? pgd.generate(m, images: txb[i], labels: tyb[i], seed: UInt64(i), batchSize: tb)) ?? txb[i]
+                    let x = adversarial ? ((try? pgd.generate(m, images: txb[i], labels: tyb[i], seed: UInt64(i), batchSize: tb)) ?? txb[i]) : txb[i]
                     trainTape.reset()
-                    let loss = trainTape.crossEntropy(m(trainTape.input(adv)), labels: tyb[i]).mean()
+                    let loss = trainTape.crossEntropy(m(trainTape.input(x)), labels: tyb[i]).mean()
                     opt.step(params, gradients: trainTape.gradients(of: loss, wrt: params))
                 }
                 return nil
             }
-            var rec = r.timed("train_pgd7/advkit", images: train.count, flopPerImage: FLOP.trainStep + 7 * FLOP.inputGrad,
+            var rec = r.timed(key, images: train.count, flopPerImage: FLOP.trainStep + (adversarial ? 7 * FLOP.inputGrad : 0),
                               warmup: { _ = pass(0..<1) }, runAll: { pass(0..<txb.count) })
-            rec["params"] = ["optimizer": "Adam", "lr": 1e-3, "batch": tb, "attack": "PGD Linf eps=0.1 alpha=0.025 steps=7 random start"] as [String: Any]
-            workloads["train_pgd7/advkit"] = rec
+            var params: [String: Any] = ["optimizer": "Adam", "lr": 1e-3, "batch": tb]
+            if adversarial { params["attack"] = "PGD Linf eps=0.1 alpha=0.025 steps=7 random start" }
+            rec["params"] = params
+            workloads[key] = rec
         }
+        if want("train_std") { try trainRecord("train_std/advkit", images: o.trainN, adversarial: false) }
+        if want("train_pgd7") { try trainRecord("train_pgd7/advkit", images: o.advtrainN, adversarial: true) }
 
         let env = ProcessInfo.processInfo.environment
         let result: [String: Any] = [

@@ -117,6 +117,20 @@ void ck_col2im_add(float *img, const float *col, const ck_conv2d_shape *s) {
     col2im_add_ld(img, col, s->OH * s->OW, s);
 }
 
+// col (CKK, nb*P), row stride ld: images n0 ... n0+nb-1 of inp side by side (a 1x1 stride-1 convolution's
+// "im2col" is the image itself).
+static void pack_images(float *col, size_t ld, const float *inp, size_t n0, size_t nb, const ck_conv2d_shape *s) {
+    const size_t CKK = s->C * s->KH * s->KW, P = s->OH * s->OW, CHW = s->C * s->H * s->W;
+    for (size_t i = 0; i < nb; i++) {
+        const float *img = inp + (n0 + i) * CHW;
+        if (is_pointwise(s)) {
+            for (size_t c = 0; c < CKK; c++) memcpy(col + c * ld + i * P, img + c * P, P * sizeof(float));
+        } else {
+            im2col_ld(col + i * P, ld, img, s);
+        }
+    }
+}
+
 typedef struct {
     float *out, *dinp, *dweight, *dbias, *work;
     const float *inp, *weight, *bias, *dout;
@@ -147,14 +161,7 @@ static void conv_forward_part(void *ctx, size_t begin, size_t end, size_t t) {
             if (j->bias || j->act != CK_ACT_NONE) ck_bias_act_rows(out_n, j->bias, s->OC, P, j->act, j->bound);
             continue;
         }
-        for (size_t i = 0; i < nb; i++) {
-            const float *img = j->inp + (n0 + i) * CHW;
-            if (is_pointwise(s)) {
-                for (size_t c = 0; c < CKK; c++) memcpy(col + c * ld + i * P, img + c * P, P * sizeof(float));
-            } else {
-                im2col_ld(col + i * P, ld, img, s);
-            }
-        }
+        pack_images(col, ld, j->inp, n0, nb, s);
         // packed (OC, nb*P) = weight (OC, CKK) @ col (CKK, nb*P)
         ck_sgemm(0, 0, s->OC, ld, CKK, 1.0f, j->weight, CKK, col, ld, 0.0f, packed, ld);
         for (size_t i = 0; i < nb; i++) {
@@ -205,14 +212,7 @@ static void conv_backward_part(void *ctx, size_t begin, size_t end, size_t t) {
             }
         }
         if (j->dweight) {
-            for (size_t i = 0; i < nb; i++) {
-                const float *img = j->inp + (n0 + i) * CHW;
-                if (is_pointwise(s)) {
-                    for (size_t c = 0; c < CKK; c++) memcpy(col + c * ld + i * P, img + c * P, P * sizeof(float));
-                } else {
-                    im2col_ld(col + i * P, ld, img, s);
-                }
-            }
+            pack_images(col, ld, j->inp, n0, nb, s);
             // dW (OC, CKK) += packed (OC, nb*P) @ col^T (nb*P, CKK)
             ck_sgemm(0, 1, s->OC, CKK, ld, 1.0f, packed, ld, col, ld, 1.0f, dw_part, CKK);
         }
