@@ -2,7 +2,7 @@
 //
 // AdvKit: adversarial robustness of image classifiers, in Swift with a C core.
 //
-// No `unsafeFlags` anywhere: SwiftPM refuses a package with unsafe flags when another package depends on
+// No unsafe compiler or linker flags anywhere: SwiftPM refuses a package with unsafe flags when another package depends on
 // it by version, and AdvKit must stay usable as a library. Consequences, measured and documented in
 // Sources/CKernels/parallel.c and docs/ARCHITECTURE.md:
 //  - OpenMP without `-fopenmp`: the kernels call the runtime's GNU entry point `GOMP_parallel` directly,

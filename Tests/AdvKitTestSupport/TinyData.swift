@@ -17,3 +17,14 @@ public func squaresDataset(count: Int, classes: Int = 4, size: Int = 12, seed: U
     return try! Dataset(images: Tensor(pixels, shape: [count, 1, size, size]), labels: labels,
                         classNames: (0..<classes).map { "square \($0)" }, name: "squares")
 }
+
+/// Training settings for the small tasks of the tests: batches of 32, Adam 3e-3, no progress output.
+public func testTrainingConfiguration(epochs: Int, seed: UInt64 = 0) -> TrainingConfiguration {
+    var c = TrainingConfiguration()
+    c.epochs = epochs
+    c.batchSize = 32
+    c.learningRate = 3e-3
+    c.seed = seed
+    c.progress = .silent
+    return c
+}

@@ -4,16 +4,6 @@ import XCTest
 
 /// Each defense does what it says, on small models trained in the test.
 final class DefenseTests: XCTestCase {
-    private func config(epochs: Int, seed: UInt64 = 0) -> TrainingConfiguration {
-        var c = TrainingConfiguration()
-        c.epochs = epochs
-        c.batchSize = 32
-        c.learningRate = 3e-3
-        c.seed = seed
-        c.progress = .silent
-        return c
-    }
-
     func testKLDivergenceValueAndGradients() {
         let p = randomTensor([3, 5], seed: 1, lo: -2, hi: 2), q = randomTensor([3, 5], seed: 2, lo: -2, hi: 2)
         let tape = Tape()
@@ -76,7 +66,7 @@ final class DefenseTests: XCTestCase {
         let eps: Float = 0.25
         func trained(_ defense: TrainingDefense?) throws -> Model {
             let m = Model(.mlp, inputShape: [1, 12, 12], classes: 4, seed: 0)
-            let t = Trainer(model: m, configuration: config(epochs: 4))
+            let t = Trainer(model: m, configuration: testTrainingConfiguration(epochs: 4))
             if let defense { t.batchLoss = defense.batchLoss(seed: 0) }
             try t.fit(train)
             return m
@@ -97,7 +87,7 @@ final class DefenseTests: XCTestCase {
             try defense.validate()
             func run() throws -> Model {
                 let m = Model(.mlp, inputShape: [1, 12, 12], classes: 4, seed: 1)
-                let t = Trainer(model: m, configuration: config(epochs: 3))
+                let t = Trainer(model: m, configuration: testTrainingConfiguration(epochs: 3))
                 t.batchLoss = defense.batchLoss(seed: 7)
                 try t.fit(train)
                 return m

@@ -4,23 +4,13 @@ import Foundation
 import XCTest
 
 final class TrainingTests: XCTestCase {
-    private func config(epochs: Int = 3, seed: UInt64 = 0) -> TrainingConfiguration {
-        var c = TrainingConfiguration()
-        c.epochs = epochs
-        c.batchSize = 32
-        c.learningRate = 3e-3
-        c.seed = seed
-        c.progress = .silent
-        return c
-    }
-
     func testCNNLearnsTheSquaresTask() throws {
         let train = squaresDataset(count: 512, seed: 1), test = squaresDataset(count: 200, seed: 2)
         let model = Model(.cnn, inputShape: [1, 16, 16], classes: 4, seed: 0)
         let big = try Dataset(images: pad(train.images), labels: train.labels, classNames: train.classNames)
         let bigTest = try Dataset(images: pad(test.images), labels: test.labels, classNames: test.classNames)
         let before = model.accuracy(bigTest.images, labels: bigTest.labels)
-        let history = try Trainer(model: model, configuration: config()).fit(big, test: bigTest)
+        let history = try Trainer(model: model, configuration: testTrainingConfiguration(epochs: 3)).fit(big, test: bigTest)
         XCTAssertEqual(history.count, 3)
         XCTAssertLessThan(history.last!.trainLoss, history.first!.trainLoss, "the loss falls")
         XCTAssertGreaterThan(history.last!.testAccuracy!, 0.95, "learned (from \(before))")
@@ -31,7 +21,7 @@ final class TrainingTests: XCTestCase {
         let dir = temporaryDirectory()
         func run(_ seed: UInt64) throws -> Model {
             let m = Model(.mlp, inputShape: [1, 12, 12], classes: 4, seed: seed)
-            try Trainer(model: m, configuration: config(epochs: 2, seed: seed)).fit(train, checkpoint: dir + "/ckpt-\(seed).safetensors")
+            try Trainer(model: m, configuration: testTrainingConfiguration(epochs: 2, seed: seed)).fit(train, checkpoint: dir + "/ckpt-\(seed).safetensors")
             return m
         }
         let a = try run(7), b = try run(7)
@@ -49,7 +39,7 @@ final class TrainingTests: XCTestCase {
             let dir = temporaryDirectory()
             func trainer(_ epochs: Int) -> (Model, Trainer) {
                 let m = Model(.mlp, inputShape: [1, 12, 12], classes: 4, seed: 3)
-                let t = Trainer(model: m, configuration: config(epochs: epochs, seed: 3))
+                let t = Trainer(model: m, configuration: testTrainingConfiguration(epochs: epochs, seed: 3))
                 if let defense { t.batchLoss = defense.batchLoss(seed: 3) }
                 return (m, t)
             }
@@ -83,12 +73,12 @@ final class TrainingTests: XCTestCase {
 
     func testBadSettingsAndDataAreRejected() throws {
         let train = squaresDataset(count: 8, seed: 4)
-        var c = config()
+        var c = testTrainingConfiguration(epochs: 3)
         c.batchSize = 0
         XCTAssertThrowsError(try Trainer(model: Model(.mlp, inputShape: [1, 12, 12], classes: 4), configuration: c).fit(train)) {
             XCTAssertTrue("\($0)".contains("batch size must be >= 1"))
         }
-        XCTAssertThrowsError(try Trainer(model: Model(.mlp, inputShape: [1, 28, 28], classes: 4), configuration: config()).fit(train)) {
+        XCTAssertThrowsError(try Trainer(model: Model(.mlp, inputShape: [1, 28, 28], classes: 4), configuration: testTrainingConfiguration(epochs: 3)).fit(train)) {
             XCTAssertTrue("\($0)".contains("the model takes [1, 28, 28]"))
         }
         XCTAssertThrowsError(try Dataset(images: Tensor([Float.nan], shape: [1, 1, 1, 1]), labels: [0], classNames: ["a", "b"])) {
