@@ -64,11 +64,6 @@ enum Kernels {
                            weight.storage.pointer, &s)
     }
 
-    static func im2col(_ col: UnsafeMutablePointer<Float>, _ img: UnsafePointer<Float>, _ s: ck_conv2d_shape) {
-        var s = s
-        ck_im2col(col, img, &s)
-    }
-
     // MARK: linear
 
     static func linearForward(out: inout Tensor, input: Tensor, weight: Tensor, bias: Tensor?,

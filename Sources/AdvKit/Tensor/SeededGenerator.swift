@@ -19,9 +19,4 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 
     /// Uniform in [0, 1) with 24 random bits.
     public mutating func nextUniform() -> Float { Float(next() >> 40) * (1.0 / 16_777_216.0) }
-
-    /// A generator for a sub-task (a layer, an epoch), independent of this one's sequence.
-    public func derived(_ stream: UInt64) -> SeededGenerator {
-        SeededGenerator(seed: seed, stream: self.stream &* 1_000_003 &+ stream &+ 1)
-    }
 }
