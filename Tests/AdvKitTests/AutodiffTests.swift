@@ -80,7 +80,7 @@ final class AutodiffTests: XCTestCase {
     }
 
     func testCompositeNetworkGradientWrtInputAndParameters() {
-        var rng = SeededGenerator(seed: 11)
+        var rng = TorchGenerator(seed: 11)
         let model = Model(.cnn, inputShape: [1, 16, 16], classes: 4, rng: &rng)
         let x = randomTensor([2, 1, 16, 16], seed: 12, lo: 0, hi: 1)
         // Deep piecewise-linear nets cross kinks often: a smaller eps, and only the coordinates on one linear piece.
@@ -97,7 +97,7 @@ final class AutodiffTests: XCTestCase {
     func testBatchStatisticsCompositionGradients() {
         // conv -> batch norm (batch statistics) -> ReLU -> conv -> batch norm: the training-mode path of the
         // ResNet. A batch of 4 keeps the batch statistics smooth enough for finite differences at eps 1e-2.
-        var rng = SeededGenerator(seed: 16)
+        var rng = TorchGenerator(seed: 16)
         let net = Sequential([
             Conv2D(inputChannels: 1, outputChannels: 3, kernelSize: 3, padding: 1, bias: false, rng: &rng),
             BatchNormProbe(BatchNorm2D(features: 3)), ReLU(),
@@ -110,7 +110,7 @@ final class AutodiffTests: XCTestCase {
     }
 
     func testParameterGradientsMatchFiniteDifferences() {
-        var rng = SeededGenerator(seed: 14)
+        var rng = TorchGenerator(seed: 14)
         let model = Model(.mlp, inputShape: [1, 4, 4], classes: 3, rng: &rng)
         let x = randomTensor([5, 1, 4, 4], seed: 15, lo: 0, hi: 1)
         let labels: [Int32] = [0, 1, 2, 1, 0]

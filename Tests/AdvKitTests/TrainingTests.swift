@@ -71,6 +71,39 @@ final class TrainingTests: XCTestCase {
         XCTAssertNotEqual(p, Trainer.permutation(count: 1000, seed: 2, epoch: 0))
     }
 
+    func testSeedGivesPyTorchsInitialWeightsAndShuffle() {
+        // Values printed by PyTorch 2.15: torch.manual_seed(0); Net() with the reference CNN's modules, and
+        // torch.randperm(60000, generator=torch.Generator().manual_seed(0)) twice (epochs 1 and 2).
+        let model = Model(.cnn, seed: 0)
+        let expected: [String: (first: [Float], last: Float, sum: Double)] = [
+            "conv1.weight": ([-0.0014973640209063888, 0.10728871822357178, -0.16460902988910675], -0.03537311777472496, -1.0115338726973278),
+            "conv1.bias": ([0.08897250145673752, -0.08548736572265625, 0.15944074094295502], -0.040481068193912506, 0.5710930690984242),
+            "conv2.weight": ([0.003545439336448908, -0.013151844963431358, -0.029608462005853653], 0.019894173368811607, 1.835262778014794),
+            "conv2.bias": ([-0.016731021925807, 0.003838604548946023, 0.015677018091082573], -0.008173159323632717, 0.05448343767784536),
+            "fc1.weight": ([0.02108481153845787, -0.02781463786959648, -0.012157998979091644], 0.01630832627415657, 10.65518343821168),
+            "fc1.bias": ([0.028740588575601578, -0.0068674273788928986, -0.02834199368953705], 0.023572470992803574, 0.16437023878097534),
+            "fc2.weight": ([-0.04484746977686882, 0.013366209343075752, -0.08201859891414642], -0.02214604988694191, -3.8038209684746107),
+            "fc2.bias": ([-0.01616239920258522, -0.0707031637430191, -0.0730103924870491], -0.04339994862675667, -0.046118457801640034),
+        ]
+        let state = Dictionary(uniqueKeysWithValues: model.stateDict.map { ($0.name, $0.tensor.value) })
+        XCTAssertEqual(Set(state.keys), Set(expected.keys))
+        for (name, e) in expected {
+            let v = state[name]!.scalars
+            XCTAssertEqual(Array(v.prefix(3)), e.first, name)  // bit for bit
+            XCTAssertEqual(v.last, e.last, name)
+            // PyTorch summed in double in its own order: equal to rounding, far tighter than any other draw would be.
+            XCTAssertEqual(v.reduce(0.0) { $0 + Double($1) }, e.sum, accuracy: 1e-9 * Double(v.count), name)
+        }
+        XCTAssertEqual(Array(Trainer.permutation(count: 60000, seed: 0, epoch: 0).prefix(8)),
+                       [36044, 10678, 57327, 55074, 21567, 15479, 9481, 43095])
+        XCTAssertEqual(Array(Trainer.permutation(count: 60000, seed: 0, epoch: 1).prefix(8)),
+                       [27953, 38120, 7367, 44667, 1513, 24140, 14424, 14285])
+        // torch.manual_seed(0); torch.empty(4).uniform_(-1, 1)
+        var g = TorchGenerator(seed: 0)
+        XCTAssertEqual((0..<4).map { _ in g.uniform(from: -1, to: 1) },
+                       [-0.007486820220947266, 0.5364435911178589, -0.8230451345443726, -0.7359390258789062])
+    }
+
     func testBadSettingsAndDataAreRejected() throws {
         let train = squaresDataset(count: 8, seed: 4)
         var c = testTrainingConfiguration(epochs: 3)

@@ -38,13 +38,23 @@ extension Layer {
     public var stateDict: [(name: String, tensor: Parameter)] { namedTensors.map { ($0.name, $0.tensor.storage) } }
 }
 
-/// PyTorch's default initialisation for Conv2d and Linear (kaiming_uniform_ with a = sqrt(5)): weights and
-/// biases uniform in ±1/sqrt(fan_in).
+/// PyTorch's default initialisation for Conv2d and Linear, drawn as PyTorch draws it: the weight by
+/// `kaiming_uniform_(a = sqrt(5))` (uniform in ±sqrt(3)·gain/sqrt(fan_in), gain = sqrt(2/(1+a²)), which is
+/// ±1/sqrt(fan_in) up to rounding), then the bias uniform in ±1/sqrt(fan_in). The bounds are computed in double
+/// like Python's, so a `TorchGenerator` seeded as `torch.manual_seed` reproduces PyTorch's weights bit for bit.
 enum Initializer {
-    static func uniform(_ shape: Shape, bound: Float, rng: inout SeededGenerator) -> Tensor {
+    static func kaimingBound(fanIn: Int) -> Double {
+        let a = 5.0.squareRoot()
+        let gain = (2.0 / (1 + a * a)).squareRoot()
+        return 3.0.squareRoot() * (gain / Double(fanIn).squareRoot())
+    }
+
+    static func biasBound(fanIn: Int) -> Double { 1 / Double(fanIn).squareRoot() }
+
+    static func uniform(_ shape: Shape, bound: Double, rng: inout TorchGenerator) -> Tensor {
         let t = Tensor(uninitialized: shape)
         let p = t.storage.pointer
-        for i in 0..<t.count { p[i] = (rng.nextUniform() * 2 - 1) * bound }
+        for i in 0..<t.count { p[i] = rng.uniform(from: -bound, to: bound) }
         return t
     }
 }
@@ -57,12 +67,13 @@ public final class Conv2D: Layer {
     public let padding: Int
 
     public init(inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
-                bias: Bool = true, rng: inout SeededGenerator) {
+                bias: Bool = true, rng: inout TorchGenerator) {
         precondition(inputChannels > 0 && outputChannels > 0 && kernelSize > 0 && stride > 0 && padding >= 0,
                      "Conv2D: channels and kernel size must be > 0, stride > 0, padding >= 0")
-        let bound = 1 / Float(inputChannels * kernelSize * kernelSize).squareRoot()
-        weight = Parameter(Initializer.uniform([outputChannels, inputChannels, kernelSize, kernelSize], bound: bound, rng: &rng))
-        self.bias = bias ? Parameter(Initializer.uniform([outputChannels], bound: bound, rng: &rng)) : nil
+        let fanIn = inputChannels * kernelSize * kernelSize
+        weight = Parameter(Initializer.uniform([outputChannels, inputChannels, kernelSize, kernelSize],
+                                               bound: Initializer.kaimingBound(fanIn: fanIn), rng: &rng))
+        self.bias = bias ? Parameter(Initializer.uniform([outputChannels], bound: Initializer.biasBound(fanIn: fanIn), rng: &rng)) : nil
         self.stride = stride
         self.padding = padding
     }
@@ -86,11 +97,12 @@ public final class Linear: Layer {
     public let weight: Parameter
     public let bias: Parameter?
 
-    public init(inputFeatures: Int, outputFeatures: Int, bias: Bool = true, rng: inout SeededGenerator) {
+    public init(inputFeatures: Int, outputFeatures: Int, bias: Bool = true, rng: inout TorchGenerator) {
         precondition(inputFeatures > 0 && outputFeatures > 0, "Linear: feature counts must be > 0")
-        let bound = 1 / Float(inputFeatures).squareRoot()
-        weight = Parameter(Initializer.uniform([outputFeatures, inputFeatures], bound: bound, rng: &rng))
-        self.bias = bias ? Parameter(Initializer.uniform([outputFeatures], bound: bound, rng: &rng)) : nil
+        weight = Parameter(Initializer.uniform([outputFeatures, inputFeatures],
+                                               bound: Initializer.kaimingBound(fanIn: inputFeatures), rng: &rng))
+        self.bias = bias ? Parameter(Initializer.uniform([outputFeatures], bound: Initializer.biasBound(fanIn: inputFeatures),
+                                                         rng: &rng)) : nil
     }
 
     public func callAsFunction(_ x: Variable) -> Variable { callAsFunction(x, activation: .none) }

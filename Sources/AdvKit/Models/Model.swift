@@ -28,7 +28,7 @@ public enum Activation: Equatable, Sendable {
 /// An image classifier: a network from images (N, C, H, W) to logits (N, classes).
 ///
 /// ```swift
-/// var rng = SeededGenerator(seed: 0)
+/// var rng = TorchGenerator(seed: 0)          // torch.manual_seed(0): PyTorch's initial weights
 /// let model = Model(.cnn, inputShape: [1, 28, 28], classes: 10, rng: &rng)
 /// let logits = model.logits(images)           // inference
 /// let tape = Tape(); let z = model(tape.input(images))  // differentiable
@@ -42,7 +42,7 @@ public final class Model: Layer {
     public let activation: Activation
 
     public init(_ architecture: Architecture, inputShape: Shape, classes: Int, activation: Activation = .relu,
-                rng: inout SeededGenerator) {
+                rng: inout TorchGenerator) {
         precondition(inputShape.rank == 3 && inputShape.count > 0, "inputShape must be (C, H, W), got \(inputShape)")
         precondition(classes >= 2, "a classifier needs at least 2 classes, got \(classes)")
         self.architecture = architecture
@@ -56,10 +56,10 @@ public final class Model: Layer {
         }
     }
 
-    /// A convenience: a model initialised from `seed`.
+    /// A convenience: a model initialised from `seed`, as `torch.manual_seed(seed)` then the PyTorch module would be.
     public convenience init(_ architecture: Architecture, inputShape: Shape = [1, 28, 28], classes: Int = 10,
                             activation: Activation = .relu, seed: UInt64 = 0) {
-        var rng = SeededGenerator(seed: seed)
+        var rng = TorchGenerator(seed: seed)
         self.init(architecture, inputShape: inputShape, classes: classes, activation: activation, rng: &rng)
     }
 
@@ -111,7 +111,7 @@ public final class Model: Layer {
     /// Spatial size after a valid k×k convolution and a 2×2 pool.
     private static func convPool(_ s: Int, _ k: Int) -> Int { (s - k + 1) / 2 }
 
-    static func referenceCNN(_ input: Shape, _ classes: Int, _ act: Activation, _ rng: inout SeededGenerator) -> Sequential {
+    static func referenceCNN(_ input: Shape, _ classes: Int, _ act: Activation, _ rng: inout TorchGenerator) -> Sequential {
         let c = input[0], h = convPool(convPool(input[1], 5), 5), w = convPool(convPool(input[2], 5), 5)
         precondition(h >= 1 && w >= 1, "the reference CNN needs images of at least 16×16, got \(input)")
         return Sequential([
@@ -128,7 +128,7 @@ public final class Model: Layer {
         ])
     }
 
-    static func mlp(_ input: Shape, _ classes: Int, _ act: Activation, _ rng: inout SeededGenerator) -> Sequential {
+    static func mlp(_ input: Shape, _ classes: Int, _ act: Activation, _ rng: inout TorchGenerator) -> Sequential {
         Sequential([
             ("flatten", Flatten()),
             ("fc1", Linear(inputFeatures: input.count, outputFeatures: 256, rng: &rng)),
@@ -139,7 +139,7 @@ public final class Model: Layer {
         ])
     }
 
-    static func resnet(_ input: Shape, _ classes: Int, _ act: Activation, _ rng: inout SeededGenerator) -> Sequential {
+    static func resnet(_ input: Shape, _ classes: Int, _ act: Activation, _ rng: inout TorchGenerator) -> Sequential {
         func block(_ cin: Int, _ cout: Int, stride: Int) -> Residual {
             let body = Sequential([
                 ("conv1", Conv2D(inputChannels: cin, outputChannels: cout, kernelSize: 3, stride: stride, padding: 1,

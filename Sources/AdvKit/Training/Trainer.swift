@@ -81,17 +81,12 @@ public final class Trainer {
         }
     }
 
-    /// The order of the examples in `epoch`: a Fisher-Yates shuffle from (seed, epoch).
+    /// The order of the examples in `epoch` (counted from 0): the `epoch + 1`-th `torch.randperm(count, generator=g)`
+    /// of a generator seeded with `seed`, the order a PyTorch loop that shuffles with its own generator visits.
     public static func permutation(count: Int, seed: UInt64, epoch: Int) -> [Int] {
-        var rng = SeededGenerator(seed: seed, stream: 0x5348_5546 &+ UInt64(epoch))
-        var p = Array(0..<count)
-        if count > 1 {
-            for i in stride(from: count - 1, to: 0, by: -1) {
-                let j = Int(rng.next() % UInt64(i + 1))
-                p.swapAt(i, j)
-            }
-        }
-        return p
+        var rng = TorchGenerator(seed: seed)
+        for _ in 0..<epoch { _ = rng.permutation(count) }
+        return rng.permutation(count)
     }
 
     /// The file beside a checkpoint that holds everything a resume needs: the weights, the optimizer's state and
