@@ -23,6 +23,8 @@ struct Evaluate: ParsableCommand {
     @Flag(help: "A small configuration that finishes in a few minutes on 2 cores.") var quick = false
     @Flag(help: "No progress output.") var quiet = false
     @Flag(help: "Print results.json to standard output at the end.") var json = false
+    @Flag(help: "Compute every cell again instead of resuming from the cells an interrupted run with the same settings kept in OUT/progress.")
+    var fresh = false
     @Option(help: "Run share I of N (I from 0): the defenses at positions I, I+N, ...; join the shares with `advkit merge`.")
     var shard: String?
 
@@ -71,6 +73,7 @@ struct Evaluate: ParsableCommand {
             let evaluator = try Evaluator(settings: s, train: train, test: test, outputDirectory: out)
             evaluator.progressStyle = quiet ? .silent : .automatic
             evaluator.shard = try parsedShard()
+            evaluator.resume = !fresh
             evaluator.log = { line in if !quiet { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
             let results = try evaluator.run()
             let files = try ReportWriter.write(results, evaluator: evaluator, classNames: test.classNames)

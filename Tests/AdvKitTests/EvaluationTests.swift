@@ -15,12 +15,16 @@ final class EvaluationTests: XCTestCase {
         return s
     }
 
-    private func run(_ dir: String, shard: (Int, Int)? = nil, log: @escaping (String) -> Void = { _ in }) throws -> (EvaluationResults, [String]) {
+    private func run(_ dir: String, shard: (Int, Int)? = nil, log: @escaping (String) -> Void = { _ in },
+                     afterEachUnit: ((String) throws -> Void)? = nil,
+                     units: ((reused: Int, computed: Int)) -> Void = { _ in }) throws -> (EvaluationResults, [String]) {
         let train = squaresDataset(count: 400, classes: 4, size: 28, seed: 1), test = squaresDataset(count: 24, classes: 4, size: 28, seed: 2)
         let e = try Evaluator(settings: tinySettings(), train: train, test: test, outputDirectory: dir)
         e.progressStyle = .silent
         e.shard = shard.map { (index: $0.0, count: $0.1) }
         e.log = log
+        e.afterEachUnit = afterEachUnit
+        defer { units((e.reusedUnits, e.computedUnits)) }
         let r = try e.run()
         return (r, try ReportWriter.write(r, evaluator: e, classNames: test.classNames))
     }
@@ -83,6 +87,39 @@ final class EvaluationTests: XCTestCase {
         XCTAssertThrowsError(try ReportWriter.merge([s0], into: temporaryDirectory("partial"))) {
             XCTAssertTrue("\($0)".contains("no shard covered fgsm-at, noise"), "\($0)")
         }
+    }
+
+    func testAnInterruptedEvaluationResumesFromItsFinishedUnits() throws {
+        struct Interrupted: Error {}
+        var whole = (reused: 0, computed: 0)
+        let (reference, _) = try run(temporaryDirectory("whole"), units: { whole = $0 })
+        XCTAssertEqual(whole.reused, 0)
+        // 5 defenses x (3 attacks + 2 curves + checks) + 2 transfer attacks.
+        XCTAssertEqual(whole.computed, 5 * 6 + 2)
+
+        let dir = temporaryDirectory("interrupted")
+        var finished: [String] = []
+        XCTAssertThrowsError(try run(dir, afterEachUnit: { unit in
+            finished.append(unit)
+            if finished.count == 7 { throw Interrupted() }
+        })) { XCTAssertTrue($0 is Interrupted) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/results.json"), "no report from a stopped run")
+
+        var lines: [String] = [], counts = (reused: 0, computed: 0)
+        let (resumed, files) = try run(dir, log: { lines.append($0) }, units: { counts = $0 })
+        XCTAssertEqual(counts.reused, 7, "the 7 units finished before the interruption are reused")
+        XCTAssertEqual(counts.computed, whole.computed - 7)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("resumed: reused 7 finished unit(s)") }, "\(lines)")
+        XCTAssertEqual(resumed, reference, "a resumed evaluation gives what an uninterrupted one gives")
+        XCTAssertTrue(files.contains("gallery-fgsm.png"), "pictures of reused cells are still drawn")
+
+        // A damaged unit file is not trusted: that unit alone is recomputed, with the same result.
+        let progress = try FileManager.default.subpathsOfDirectory(atPath: dir + "/progress").filter { $0.hasSuffix(".json") }
+        let victim = try XCTUnwrap(progress.first { $0.contains("white-none-fgsm") })
+        try Data("{\"cell\": 1".utf8).write(to: URL(fileURLWithPath: dir + "/progress/" + victim))
+        let (again, _) = try run(dir, units: { counts = $0 })
+        XCTAssertEqual(counts.computed, 1)
+        XCTAssertEqual(again, reference)
     }
 
     func testBadSettingsAreRejected() {

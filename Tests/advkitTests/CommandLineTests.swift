@@ -102,6 +102,44 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(leftovers.count <= 1, true, "at most the killed process's temporary file: \(leftovers)")
     }
 
+    /// kill -9 in the middle of `advkit evaluate`: the next run reuses the finished cells and writes the report an
+    /// uninterrupted run writes.
+    func testKillMidEvaluationThenResume() throws {
+        let args = ["evaluate"] + data + ["--data-dir", dir, "--defenses", "none,fgsm-at", "--attacks", "fgsm,pgd",
+                                          "--limit", "32", "--train-images", "256", "--epochs", "1", "--pgd-steps", "5",
+                                          "--eps", "0,0.1,0.2,0.3", "--quiet"]
+        let (code, _, err) = try advkit(args + ["--out", dir + "/whole"])
+        XCTAssertEqual(code, 0, err)
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("advkit")
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args + ["--out", dir + "/killed"]
+        p.environment = ["ADVKIT_THREADS": "2"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        func finishedUnits() -> Int {
+            let files = FileManager.default.subpaths(atPath: dir + "/killed/progress") ?? []
+            return files.filter { $0.hasSuffix(".json") }.count
+        }
+        let deadline = Date().addingTimeInterval(120)
+        while finishedUnits() < 3 && Date() < deadline && p.isRunning { usleep(2_000) }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        let kept = finishedUnits()
+        XCTAssertGreaterThanOrEqual(kept, 3, "cells finished before the kill")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/killed/results.json"))
+        let (code2, _, err2) = try advkit(Array(args.dropLast()) + ["--out", dir + "/killed"])
+        XCTAssertEqual(code2, 0, err2)
+        XCTAssertTrue(err2.contains("resumed: reused \(kept) finished unit(s)"), "kept \(kept): \(err2)")
+        XCTAssertEqual(try ReportWriter.read(dir + "/killed").results, try ReportWriter.read(dir + "/whole").results,
+                       "the resumed report equals the uninterrupted one")
+        // --fresh computes everything again, to the same numbers.
+        let (code3, _, err3) = try advkit(Array(args.dropLast()) + ["--out", dir + "/killed", "--fresh"])
+        XCTAssertEqual(code3, 0, err3)
+        XCTAssertFalse(err3.contains("resumed:"), err3)
+    }
+
     func testTrainingAndInferenceDefensesFromTheCommandLine() throws {
         let model = dir + "/at.safetensors"
         var (code, out, err) = try advkit(["train", "--arch", "mlp"] + data + ["--data-dir", dir, "--epochs", "2", "--lr", "3e-3",

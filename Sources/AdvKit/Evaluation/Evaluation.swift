@@ -166,10 +166,20 @@ public final class Evaluator {
     /// Lines about what was reused or trained ("reusing cached model ..."), for the caller to print.
     public var log: (String) -> Void = { _ in }
     public private(set) var timings: [String: Double] = [:]
+    /// Called after each unit of work is computed (an attack against a defense, a curve, a defense's checks, a
+    /// transfer attack) and saved, with the unit's name. Throwing stops the run; what is finished stays on disk and
+    /// the next run with the same settings resumes from it (see `EvaluationJournal`).
+    public var afterEachUnit: ((String) throws -> Void)?
+    /// Reuse the units an earlier run with the same settings finished (default). Off: compute every unit again
+    /// (and overwrite the kept ones).
+    public var resume = true
+    /// Units the last `run()` found finished on disk and reused, and units it computed.
+    public private(set) var reusedUnits = 0
+    public private(set) var computedUnits = 0
 
     /// Per (defense, attack, form): which test images stayed robust (for the worst case).
     private var robustFlags: [String: [Bool]] = [:]
-    private var galleries: [String: (clean: Tensor, adversarial: Tensor, labels: [Int32], cleanPred: [Int], advPred: [Int], advConf: [Float])] = [:]
+    private var galleries: [String: Gallery] = [:]
     private var undefended: Model!
 
     public init(settings: EvaluationSettings, train: Dataset, test: Dataset, outputDirectory: String) throws {
@@ -195,16 +205,16 @@ public final class Evaluator {
 
     /// A stable key of the settings a model depends on: a cached file is reused only when they all match.
     static func key(_ parts: [String]) -> String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in parts.joined(separator: "|").utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-        return String(h, radix: 16)
+        var h = EvaluationJournal.Hash()
+        for b in parts.joined(separator: "|").utf8 { h.add(b) }
+        return String(h.value, radix: 16)
     }
 
     func trainedModel(_ name: String, architecture: Architecture, activation: Activation = .relu, defense: TrainingDefense? = nil,
                       labelSmoothing: Float = 0, gda: Bool = false, attacker: Bool = false, seed: UInt64) throws -> Model {
         let data = half(attacker)
         let parts = [name, settings.dataset, architecture.rawValue, "\(activation)", defense.map { "\($0)" } ?? "-",
-                     "\(labelSmoothing)", "\(gda)", "\(attacker)", "\(seed)", "\(data.count)", "\(settings.epochs)", "v1"]
+                     "\(labelSmoothing)", "\(gda)", "\(attacker)", "\(seed)", "\(data.count)", "\(settings.epochs)", "v2-torch-init"]
         let dir = outputDirectory + "/models"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let file = "\(dir)/\(name.replacingOccurrences(of: "+", with: "-"))-\(Evaluator.key(parts)).safetensors"
@@ -341,6 +351,23 @@ public final class Evaluator {
             done += 1
             bar.update(done, status: what)
         }
+        let journal = try EvaluationJournal(outputDirectory: outputDirectory, settings: settings, test: test)
+        reusedUnits = 0
+        computedUnits = 0
+        /// A unit's result from the journal, or computed, saved, and announced.
+        func unit<T: Codable>(_ name: String, _ compute: () throws -> T) throws -> T {
+            if resume, let kept = journal.load(name, as: T.self) {
+                reusedUnits += 1
+                return kept
+            }
+            let t0 = Date()
+            let value = try compute()
+            try journal.save(value, unit: name)
+            timings[name] = Date().timeIntervalSince(t0)
+            computedUnits += 1
+            try afterEachUnit?(name)
+            return value
+        }
         for d in defenses {
             results.models.append(.init(name: d.name, file: "", cleanAccuracy: d.model.accuracy(test.images, labels: test.labels)))
             results.cleanAccuracy[d.name] = share(robustClean(d))
@@ -350,50 +377,55 @@ public final class Evaluator {
             for d in defenses {
                 var needed = EvaluationResults.Needed(defense: d.name)
                 for a in settings.attacks {
-                    let t0 = Date()
-                    let r = try attack(a, eps: settings.epsilon, against: d).run(d.classifier, images: test.images, labels: test.labels,
-                                                                                 seed: settings.seed)
-                    let flags = robust(d, adversarial: r.adversarial)
-                    let form = (a == "pgd" || d.detector == nil) ? d.form : "white-box"
-                    results.whiteBox.append(.init(defense: d.name, attack: a, form: form, robustAccuracy: share(flags),
-                                                  medianL2: r.medianL2, medianLinf: r.medianLinf))
-                    robustFlags["\(d.name)|\(a)"] = flags
+                    let w = try unit("white \(d.name) \(a)") { try whiteBoxCell(a, against: d) }
+                    results.whiteBox.append(w.cell)
+                    robustFlags["\(d.name)|\(a)"] = w.flags
                     if a == "deepfool" {
-                        needed.deepfoolL2 = r.medianL2
-                        let linf = try DeepFool(steps: 50, norm: .linf).run(d.classifier, images: test.images, labels: test.labels)
-                        needed.deepfoolLinf = linf.medianLinf
+                        needed.deepfoolL2 = w.cell.medianL2
+                        needed.deepfoolLinf = w.deepfoolLinf
                     }
-                    if a == "cw" { needed.cwL2 = r.medianL2 }
-                    if d.name == "none" {
-                        galleries[a] = (test.images, r.adversarial, test.labels, r.outcomes.map(\.cleanPrediction),
-                                        r.outcomes.map(\.adversarialPrediction), r.outcomes.map(\.adversarialConfidence))
-                    }
-                    timings["white \(d.name) \(a)"] = Date().timeIntervalSince(t0)
+                    if a == "cw" { needed.cwL2 = w.cell.medianL2 }
+                    if let g = w.gallery { galleries[a] = g }
                     tick("\(d.name) / \(a)")
                 }
                 if needed.deepfoolL2 != nil || needed.cwL2 != nil { results.perturbationNeeded.append(needed) }
                 // Curves: robust accuracy against epsilon.
                 for a in curveAttacks {
-                    var accs: [Double] = []
-                    for e in settings.epsilons {
-                        let adv = try attack(a, eps: e, against: d).generate(d.classifier, images: test.images, labels: test.labels, seed: settings.seed)
-                        accs.append(share(robust(d, adversarial: adv)))
+                    let curve = try unit("curve \(d.name) \(a)") { () throws -> EvaluationResults.Curve in
+                        var accs: [Double] = []
+                        for e in settings.epsilons {
+                            let adv = try attack(a, eps: e, against: d).generate(d.classifier, images: test.images, labels: test.labels, seed: settings.seed)
+                            accs.append(share(robust(d, adversarial: adv)))
+                        }
+                        return .init(defense: d.name, attack: a, epsilons: settings.epsilons, robustAccuracy: accs)
                     }
-                    results.curves.append(.init(defense: d.name, attack: a, epsilons: settings.epsilons, robustAccuracy: accs))
+                    results.curves.append(curve)
                     tick("\(d.name) / \(a) curve")
                 }
-                results.sanity += try sanityChecks(d, results: results)
+                let snapshot = results
+                results.sanity += try unit("sanity \(d.name)") { try sanityChecks(d, results: snapshot) }
                 tick("\(d.name) / sanity")
             }
         }
-        // Black-box: surrogates the attacker trains on the other half of the data, attacks transferred.
+        // Black-box: surrogates the attacker trains on the other half of the data, attacks transferred. The
+        // transferred images are kept (not the verdicts) so that shards, each with its own defenses, share them.
         if black {
-            let surrogates: [(String, Model)] = [
-                ("resnet surrogate", try trainedModel("surrogate-resnet", architecture: .resnet, attacker: true, seed: settings.seed &+ 101)),
-                ("cnn surrogate", try trainedModel("surrogate-cnn", architecture: .cnn, attacker: true, seed: settings.seed &+ 202)),
-            ]
-            for (sname, s) in surrogates {
-                let adv = try pgd(settings.epsilon).generate(s, images: test.images, labels: test.labels, seed: settings.seed)
+            for (sname, file, arch, offset) in [("resnet surrogate", "surrogate-resnet", Architecture.resnet, UInt64(101)),
+                                                 ("cnn surrogate", "surrogate-cnn", Architecture.cnn, UInt64(202))] {
+                let images = journal.path("transfer \(sname)") + ".idx"
+                var adv: Tensor
+                if resume, let kept = try? IDX.read(images), kept.dims == [test.count] + test.imageShape.dims {
+                    adv = Tensor(kept.values, shape: Shape(kept.dims))
+                    reusedUnits += 1
+                } else {
+                    let s = try trainedModel(file, architecture: arch, attacker: true, seed: settings.seed &+ offset)
+                    let t0 = Date()
+                    adv = try pgd(settings.epsilon).generate(s, images: test.images, labels: test.labels, seed: settings.seed)
+                    try IDX.write(adv, to: images)
+                    timings["transfer \(sname)"] = Date().timeIntervalSince(t0)
+                    computedUnits += 1
+                    try afterEachUnit?("transfer \(sname)")
+                }
                 for d in defenses {
                     let flags = robust(d, adversarial: adv)
                     robustFlags["\(d.name)|transfer \(sname)"] = flags
@@ -413,6 +445,9 @@ public final class Evaluator {
                 }
             }
         }
+        if reusedUnits > 0 {
+            log("resumed: reused \(reusedUnits) finished unit(s) from \(journal.directory), computed \(computedUnits)")
+        }
         // Worst case per image: robust only if every attack (minimal-perturbation ones aside) failed on it.
         for d in defenses {
             let keys = robustFlags.keys.filter { $0.hasPrefix(d.name + "|") && !$0.hasSuffix("|deepfool") && !$0.hasSuffix("|cw") }
@@ -424,6 +459,45 @@ public final class Evaluator {
         bar.finish(String(format: "%d defenses, %d attacks, %.0fs", defenses.count, settings.attacks.count, Date().timeIntervalSince(started)))
         timings["total"] = Date().timeIntervalSince(started)
         return results.canonical()
+    }
+
+    /// One white-box cell, with what the report needs of it besides the table.
+    struct WhiteBoxUnit: Codable {
+        var cell: EvaluationResults.Cell
+        var flags: [Bool]
+        var deepfoolLinf: Double?
+        var gallery: Gallery?
+    }
+
+    /// The first images of an attack on the undefended model, for the report's pictures.
+    struct Gallery: Codable {
+        static let size = 6
+        var clean: Tensor.Record
+        var adversarial: Tensor.Record
+        var labels: [Int32]
+        var cleanPred: [Int]
+        var advPred: [Int]
+        var advConf: [Float]
+    }
+
+    func whiteBoxCell(_ a: String, against d: Defended) throws -> WhiteBoxUnit {
+        let r = try attack(a, eps: settings.epsilon, against: d).run(d.classifier, images: test.images, labels: test.labels,
+                                                                     seed: settings.seed)
+        let flags = robust(d, adversarial: r.adversarial)
+        let form = (a == "pgd" || d.detector == nil) ? d.form : "white-box"
+        var unit = WhiteBoxUnit(cell: .init(defense: d.name, attack: a, form: form, robustAccuracy: share(flags),
+                                            medianL2: r.medianL2, medianLinf: r.medianLinf), flags: flags)
+        if a == "deepfool" {
+            unit.deepfoolLinf = try DeepFool(steps: 50, norm: .linf).run(d.classifier, images: test.images, labels: test.labels).medianLinf
+        }
+        if d.name == "none" {
+            let n = min(Gallery.size, test.count)
+            unit.gallery = Gallery(clean: test.images.batch(0..<n).record, adversarial: r.adversarial.batch(0..<n).record,
+                                   labels: Array(test.labels.prefix(n)), cleanPred: r.outcomes.prefix(n).map(\.cleanPrediction),
+                                   advPred: r.outcomes.prefix(n).map(\.adversarialPrediction),
+                                   advConf: r.outcomes.prefix(n).map(\.adversarialConfidence))
+        }
+        return unit
     }
 
     /// Per image: the defense's classifier is right on the clean image.
@@ -461,16 +535,17 @@ public final class Evaluator {
     /// Pictures for the report: a gallery per attack on the undefended model and saliency maps.
     func gallery(_ attack: String) -> (png: PNG.Image, rows: [(label: Int, clean: Int, adv: Int, conf: Float)])? {
         guard let g = galleries[attack] else { return nil }
-        let n = min(6, g.labels.count), (h, w) = (imageShape[1], imageShape[2]), scale = 3, pad = 6
+        let clean = Tensor(g.clean), adversarial = Tensor(g.adversarial)
+        let n = min(Gallery.size, g.labels.count), (h, w) = (imageShape[1], imageShape[2]), scale = 3, pad = 6
         var img = PNG.Image(width: 3 * (w * scale + pad) + pad, height: n * (h * scale + pad) + pad)
         var rows: [(Int, Int, Int, Float)] = []
         for i in 0..<n {
             let y = pad + i * (h * scale + pad)
-            img.paste(PNG.image(g.clean, index: i), at: pad, y, scale: scale)
-            let delta = g.adversarial.batch(i..<(i + 1)) - g.clean.batch(i..<(i + 1))
+            img.paste(PNG.image(clean, index: i), at: pad, y, scale: scale)
+            let delta = adversarial.batch(i..<(i + 1)) - clean.batch(i..<(i + 1))
             let m = max(delta.maxAbs(), 1e-6)
             img.paste(PNG.image(delta.map { 0.5 + $0 / (2 * m) }, index: 0), at: pad + (w * scale + pad), y, scale: scale)
-            img.paste(PNG.image(g.adversarial, index: i), at: pad + 2 * (w * scale + pad), y, scale: scale)
+            img.paste(PNG.image(adversarial, index: i), at: pad + 2 * (w * scale + pad), y, scale: scale)
             rows.append((Int(g.labels[i]), g.cleanPred[i], g.advPred[i], g.advConf[i]))
         }
         return (img, rows)

@@ -199,3 +199,35 @@ extension Tensor: CustomStringConvertible {
         return "Tensor(\(shape): \(shown.joined(separator: ", "))\(count > 8 ? ", ..." : ""))"
     }
 }
+
+extension Tensor {
+    /// A tensor as plain Codable data (shape and values), for small results kept as JSON.
+    public struct Record: Codable, Equatable, Sendable {
+        public var shape: [Int]
+        public var values: [Float]
+
+        public init(shape: [Int], values: [Float]) {
+            self.shape = shape
+            self.values = values
+        }
+
+        /// Decoding checks that the values fill the shape, so a damaged file fails here rather than later.
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            shape = try c.decode([Int].self, forKey: .shape)
+            values = try c.decode([Float].self, forKey: .values)
+            guard (1...4).contains(shape.count), shape.allSatisfy({ $0 >= 0 && $0 <= Int(Int32.max) }),
+                  shape.reduce(1, { $0 &* $1 }) == values.count else {
+                throw DecodingError.dataCorruptedError(forKey: .values, in: c,
+                                                       debugDescription: "\(values.count) values do not fill the shape \(shape)")
+            }
+        }
+    }
+
+    public var record: Record { Record(shape: shape.dims, values: scalars) }
+
+    /// The tensor a record holds (a decoded record always fills its shape).
+    public init(_ record: Record) {
+        self.init(record.values, shape: Shape(record.shape))
+    }
+}
