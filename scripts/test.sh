@@ -9,11 +9,15 @@ bash scripts/check-consumer.sh
 # Address sanitizer (debug build, its own folder) over the kernels, the parsers, the tape, training and the
 # defenses: out-of-bounds reads and use-after-free fail here. Leak detection is off: LeakSanitizer reports
 # XCTest's own objects (a weak reference made in XCTest's awaitUsingExpectation, and its test-run objects), and a
-# suppression by stack frame would hide ours too. The thread sanitizer is not run: Debian's LLVM OpenMP runtime
-# is not built for it and every parallel region would be reported.
+# suppression by stack frame would hide ours too.
 swift build --build-tests --sanitize=address --scratch-path .build-asan
 ASAN_OPTIONS=detect_leaks=0 swift test --skip-build --sanitize=address --scratch-path .build-asan --disable-swift-testing \
     --filter "CKernelsTests|IOTests|TensorTests|AutodiffTests|TrainingTests|InferenceDefenseTests"
+# Thread sanitizer over the threaded kernels and what drives them (2 threads): in this build the kernels' team is
+# plain pthreads (Sources/CKernels/parallel.c says why), so a report is a real race. halt_on_error makes one fail the run.
+swift build --build-tests --sanitize=thread --scratch-path .build-tsan
+ADVKIT_THREADS=2 TSAN_OPTIONS=halt_on_error=1 swift test --skip-build --sanitize=thread --scratch-path .build-tsan \
+    --disable-swift-testing --filter "CKernelsTests|TensorTests|AutodiffTests|TrainingTests|InferenceDefenseTests"
 swift build -c release --build-tests
 # Every test is XCTest; Swift Testing would only add a "0 tests" line after XCTest's summary.
 swift test -c release --skip-build --disable-swift-testing

@@ -15,7 +15,14 @@ static inline float ck_clampf(float x, float lo, float hi) { return x < lo ? lo 
 
 // The vector code paths: SwiftPM compiles C without -march, so hot loops get AVX-512 and AVX2 clones and
 // the loader picks one for the CPU it runs on (checked: the avx512f clone uses zmm registers).
-#if defined(__x86_64__) && defined(__clang__)
+// Not under the thread sanitizer: the clones' resolvers run while the loader relocates, before TSan's runtime is
+// up, and TSan's instrumentation of them crashes the process at start.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CK_NO_CLONES 1
+#endif
+#endif
+#if defined(__x86_64__) && defined(__clang__) && !defined(CK_NO_CLONES)
 #define CK_VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CK_VECTOR

@@ -13,6 +13,19 @@
 #include <cblas.h>
 #include <unistd.h>
 
+// Under the thread sanitizer (swift build --sanitize=thread) the team is made of plain pthreads instead: Debian's
+// OpenMP runtime is not built for TSan, so TSan cannot see its fork/join and would report every parallel region.
+// pthread_create/join are happens-before edges TSan knows, so what it reports in this build is a real race in a
+// kernel's split of the work (scripts/tsan.sh; docs/ROBUSTNESS.md). The ordinary build never compiles this path.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CK_PTHREAD_TEAM 1
+#endif
+#endif
+#ifdef CK_PTHREAD_TEAM
+#include <pthread.h>
+#endif
+
 extern void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
 extern int omp_get_thread_num(void);
 extern int omp_in_parallel(void);
@@ -36,8 +49,15 @@ const char *ck_blas_corename(void) {
     return name ? name : "unknown";
 }
 
+#ifdef CK_PTHREAD_TEAM
+static __thread int ck_in_team;
+static int ck_nested(void) { return ck_in_team; }
+#else
+static int ck_nested(void) { return omp_in_parallel(); }
+#endif
+
 size_t ck_threads_for(size_t n) {
-    if (g_threads <= 1 || n < 2 || omp_in_parallel()) return 1;
+    if (g_threads <= 1 || n < 2 || ck_nested()) return 1;
     return ck_min(g_threads, n);
 }
 
@@ -47,6 +67,7 @@ typedef struct {
     size_t n, threads;
 } ck_team_job;
 
+#ifndef CK_PTHREAD_TEAM
 static void ck_team_body(void *data) {
     const ck_team_job *job = (const ck_team_job *)data;
     size_t t = (size_t)omp_get_thread_num();
@@ -54,6 +75,22 @@ static void ck_team_body(void *data) {
     size_t begin = job->n * t / job->threads, end = job->n * (t + 1) / job->threads;
     if (begin < end) job->fn(job->ctx, begin, end, t);
 }
+#endif
+
+#ifdef CK_PTHREAD_TEAM
+typedef struct {
+    const ck_team_job *job;
+    size_t t;
+} ck_member;
+
+static void *ck_member_body(void *data) {
+    const ck_member *m = (const ck_member *)data;
+    ck_in_team = 1;
+    size_t begin = m->job->n * m->t / m->job->threads, end = m->job->n * (m->t + 1) / m->job->threads;
+    if (begin < end) m->job->fn(m->job->ctx, begin, end, m->t);
+    return NULL;
+}
+#endif
 
 void ck_parallel_for(size_t n, ck_range_fn fn, void *ctx) {
     size_t threads = ck_threads_for(n);
@@ -62,7 +99,25 @@ void ck_parallel_for(size_t n, ck_range_fn fn, void *ctx) {
         return;
     }
     ck_team_job job = {fn, ctx, n, threads};
+#ifdef CK_PTHREAD_TEAM
+    enum { max_team = 64 };
+    if (threads > max_team) job.threads = threads = max_team;
+    pthread_t ids[max_team];
+    ck_member members[max_team];
+    size_t started = 1;
+    for (size_t t = 1; t < threads; t++) {
+        members[t] = (ck_member){&job, t};
+        if (pthread_create(&ids[t], NULL, ck_member_body, &members[t]) != 0) break;
+        started++;
+    }
+    for (size_t t = started; t < threads; t++) ck_member_body(&(ck_member){&job, t});  // could not start: run here
+    members[0] = (ck_member){&job, 0};
+    ck_member_body(&members[0]);
+    ck_in_team = 0;
+    for (size_t t = 1; t < started; t++) pthread_join(ids[t], NULL);
+#else
     GOMP_parallel(ck_team_body, &job, (unsigned)threads, 0);
+#endif
 }
 
 // ---- sgemm split over the team ----
