@@ -22,11 +22,6 @@ CK_VECTOR void ck_brelu_backward(float *dinp, const float *dout, const float *ou
     for (size_t i = 0; i < n; i++) dinp[i] += (out[i] > 0.0f && out[i] < t) ? dout[i] : 0.0f;
 }
 
-static inline float ck_act(float x, ck_activation act, float bound) {
-    if (act == CK_ACT_NONE) return x;
-    x = x > 0.0f ? x : 0.0f;
-    return (act == CK_ACT_BRELU && x > bound) ? bound : x;
-}
 
 CK_VECTOR void ck_bias_act_rows(float *rows, const float *bias, size_t R, size_t L, ck_activation act, float bound) {
     for (size_t r = 0; r < R; r++) {

@@ -15,8 +15,13 @@ static size_t images_per_gemm(const ck_conv2d_shape *s) {
     size_t P = s->OH * s->OW;
     if (P >= CK_GEMM_COLUMNS) return 1;
     return (CK_GEMM_COLUMNS / P) > s->N ? (s->N ? s->N : 1) : (CK_GEMM_COLUMNS / P);
-    size_t nb = P >= CK_GEMM_COLUMNS ? 1 : CK_GEMM_COLUMNS / (P ? P : 1);
-    return nb < 1 ? 1 : (nb > s->N ? (s->N ? s->N : 1) : nb);
+}
+
+// The packed weights of ck_gemm_small: W (OC x CKK) for the forward, W^T (CKK x OC) for d(input).
+static size_t pack_floats(const ck_conv2d_shape *s) {
+    const size_t CKK = s->C * s->KH * s->KW;
+    const size_t f = ck_gemm_small_pack_floats(s->OC, CKK), b = ck_gemm_small_pack_floats(CKK, s->OC);
+    return f > b ? f : b;
 }
 
 static size_t per_thread_floats(const ck_conv2d_shape *s) {
@@ -24,7 +29,14 @@ static size_t per_thread_floats(const ck_conv2d_shape *s) {
     return CKK * nb * P        // col: packed im2col of nb images
            + s->OC * nb * P    // out/dout packed (OC, nb*P)
            + s->OC * CKK       // this thread's dweight partial
-           + s->OC;            // and dbias partial
+           + s->OC             // and dbias partial
+           + pack_floats(s);   // the packed weights (ck_gemm_small)
+}
+
+// Where a thread's packed weights start in its slice of the workspace.
+static float *pack_area(float *thread_work, const ck_conv2d_shape *s) {
+    const size_t CKK = s->C * s->KH * s->KW, nbP = images_per_gemm(s) * s->OH * s->OW;
+    return thread_work + CKK * nbP + s->OC * nbP + s->OC * CKK + s->OC;
 }
 
 static int is_pointwise(const ck_conv2d_shape *s) {
@@ -148,6 +160,20 @@ static void conv_forward_part(void *ctx, size_t begin, size_t end, size_t t) {
     const size_t nb_max = images_per_gemm(s);
     float *col = j->work + t * j->per_thread;
     float *packed = col + CKK * nb_max * P;
+    if (ck_gemm_small_available()) {
+        // One image at a time: im2col, then our kernel writes the output with bias and activation applied.
+        float *pack = pack_area(col, s);
+        ck_gemm_small_pack(pack, 0, s->OC, CKK, j->weight, CKK);
+        for (size_t n = begin; n < end; n++) {
+            const float *b = j->inp + n * CHW;
+            if (!is_pointwise(s)) {
+                im2col_ld(col, P, b, s);
+                b = col;
+            }
+            ck_gemm_small(s->OC, P, CKK, pack, b, P, j->out + n * s->OC * P, P, j->bias, j->act, j->bound, 0);
+        }
+        return;
+    }
     for (size_t n0 = begin; n0 < end; n0 += nb_max) {
         const size_t nb = ck_min(nb_max, end - n0), ld = nb * P;
         if (nb == 1) {  // one image: GEMM straight into the output
@@ -196,6 +222,23 @@ static void conv_backward_part(void *ctx, size_t begin, size_t end, size_t t) {
     float *packed = col + CKK * nb_max * P;
     float *dw_part = packed + s->OC * nb_max * P;  // this thread's share of dweight (OC, CKK)
     float *db_part = dw_part + s->OC * CKK;        // and of dbias (OC)
+    const int small = j->dinp && ck_gemm_small_available();
+    float *pack = pack_area(col, s);
+    if (small) ck_gemm_small_pack(pack, 1, CKK, s->OC, j->weight, CKK);  // W^T (CKK x OC)
+    if (small && !j->dweight && !j->dbias) {
+        // The input gradient alone (an attack's step): one image at a time, dout read in place.
+        for (size_t n = begin; n < end; n++) {
+            const float *dout_n = j->dout + n * s->OC * P;
+            float *dinp_n = j->dinp + n * CHW;
+            if (is_pointwise(s)) {
+                ck_gemm_small(CKK, P, s->OC, pack, dout_n, P, dinp_n, P, NULL, CK_ACT_NONE, 0.0f, 1);
+            } else {
+                ck_gemm_small(CKK, P, s->OC, pack, dout_n, P, col, P, NULL, CK_ACT_NONE, 0.0f, 0);
+                col2im_add_ld(dinp_n, col, P, s);
+            }
+        }
+        return;
+    }
     for (size_t n0 = begin; n0 < end; n0 += nb_max) {
         const size_t nb = ck_min(nb_max, end - n0), ld = nb * P;
         // packed (OC, nb*P) <- dout of the nb images
@@ -218,7 +261,8 @@ static void conv_backward_part(void *ctx, size_t begin, size_t end, size_t t) {
         }
         if (j->dinp) {
             // dcol (CKK, nb*P) = W^T (CKK, OC) @ packed (OC, nb*P), then scatter-add into each image
-            ck_sgemm(1, 0, CKK, ld, s->OC, 1.0f, j->weight, CKK, packed, ld, 0.0f, col, ld);
+            if (small) ck_gemm_small(CKK, ld, s->OC, pack, packed, ld, col, ld, NULL, CK_ACT_NONE, 0.0f, 0);
+            else ck_sgemm(1, 0, CKK, ld, s->OC, 1.0f, j->weight, CKK, packed, ld, 0.0f, col, ld);
             for (size_t i = 0; i < nb; i++) {
                 float *dinp_n = j->dinp + (n0 + i) * CHW;
                 if (is_pointwise(s)) {

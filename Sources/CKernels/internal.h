@@ -12,6 +12,11 @@ size_t ck_threads_for(size_t n);
 
 static inline size_t ck_min(size_t a, size_t b) { return a < b ? a : b; }
 static inline float ck_clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
+static inline float ck_act(float x, ck_activation act, float bound) {
+    if (act == CK_ACT_NONE) return x;
+    x = x > 0.0f ? x : 0.0f;
+    return (act == CK_ACT_BRELU && x > bound) ? bound : x;
+}
 
 // The vector code paths: SwiftPM compiles C without -march, so hot loops get AVX-512 and AVX2 clones and
 // the loader picks one for the CPU it runs on (checked: the avx512f clone uses zmm registers).

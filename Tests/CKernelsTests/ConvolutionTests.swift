@@ -15,6 +15,9 @@ final class ConvolutionTests: XCTestCase {
         for n in [1, 3] { for stride in [1, 2] { for pad in [0, 1] { for k in [1, 3, 5] {
             out.append(.init(n: n, c: 2, h: 7, w: 9, oc: 3, kh: k, kw: k, stride: stride, pad: pad))
         } } } }
+        // The reference CNN's two layers (several 64-column tiles and 6-row panels, with remainders).
+        out.append(.init(n: 3, c: 1, h: 28, w: 28, oc: 32, kh: 5, kw: 5, stride: 1, pad: 0))
+        out.append(.init(n: 3, c: 32, h: 12, w: 12, oc: 64, kh: 5, kw: 5, stride: 1, pad: 0))
         return out
     }
 
@@ -55,6 +58,10 @@ final class ConvolutionTests: XCTestCase {
                 assertClose(dx, want.dx.map { $0 + 1 }, atol: 1e-5, rtol: 1e-4, "dx threads \(threads) \(g)")
                 assertClose(dw, want.dw.map { $0 + 1 }, atol: 1e-4, rtol: 1e-4, "dw threads \(threads) \(g)")
                 assertClose(db, want.db.map { $0 + 1 }, atol: 1e-4, rtol: 1e-4, "db threads \(threads) \(g)")
+                // The input gradient alone (an attack's step) takes its own path.
+                var dxOnly = [Float](repeating: 1, count: x.count)
+                ck_conv2d_backward(&dxOnly, nil, nil, &work, dout, x, w, &s)
+                assertClose(dxOnly, want.dx.map { $0 + 1 }, atol: 1e-5, rtol: 1e-4, "dx alone threads \(threads) \(g)")
             }
         }
     }
@@ -117,6 +124,50 @@ final class ConvolutionTests: XCTestCase {
                     ck_sgemm_naive(Int32(ta), Int32(tb), m, n, k, 0.5, a, lda, b, ldb, 2, &c2, n)
                     assertClose(c1, c2, atol: 1e-5, rtol: 1e-4, "sgemm \(m)x\(n)x\(k) ta \(ta) tb \(tb) threads \(threads)")
                 } }
+            }
+        }
+    }
+    /// The AVX-512 small-M GEMM the convolutions use, against plain loops in Double: every remainder of the
+    /// 6-row panels and 64-column tiles, both packings, bias, activations, and accumulation into C.
+    func testSmallGemmAgainstReference() {
+        guard ck_gemm_small_available() != 0 else {
+            // No AVX-512 here: the convolutions take OpenBLAS (tested above); the plain loop is still checked.
+            return checkSmallGemm(shapes: [(7, 9, 5)])
+        }
+        checkSmallGemm(shapes: [(1, 1, 1), (6, 64, 3), (7, 65, 25), (13, 130, 8), (32, 576, 25), (64, 64, 800),
+                                (800, 64, 64), (25, 100, 32), (5, 17, 1)])
+    }
+
+    private func checkSmallGemm(shapes: [(Int, Int, Int)]) {
+        for (m, n, k) in shapes {
+            for trans in [0, 1] {
+                let a = randomArray(m * k, seed: UInt64(m * 31 + k)), b = randomArray(k * n, seed: UInt64(n * 7 + k))
+                let bias = randomArray(m, seed: 9), old = randomArray(m * n, seed: 10)
+                let lda = trans == 1 ? m : k  // op(A) is m x k either way
+                var pack = [Float](repeating: .nan, count: ck_gemm_small_pack_floats(m, k))
+                ck_gemm_small_pack(&pack, Int32(trans), m, k, a, lda)
+                var want = [Double](repeating: 0, count: m * n)
+                for r in 0..<m { for c in 0..<n {
+                    var acc = 0.0
+                    for q in 0..<k { acc += Double(trans == 1 ? a[q * lda + r] : a[r * lda + q]) * Double(b[q * n + c]) }
+                    want[r * n + c] = acc
+                } }
+                for (act, bound) in [(CK_ACT_NONE, Float(0)), (CK_ACT_RELU, 0), (CK_ACT_BRELU, 0.3)] {
+                    var c = [Float](repeating: .nan, count: m * n)
+                    ck_gemm_small(m, n, k, pack, b, n, &c, n, bias, act, bound, 0)
+                    let expected = (0..<(m * n)).map { i -> Double in
+                        let x = want[i] + Double(bias[i / n])
+                        switch act {
+                        case CK_ACT_RELU: return max(x, 0)
+                        case CK_ACT_BRELU: return min(max(x, 0), Double(bound))
+                        default: return x
+                        }
+                    }
+                    assertClose(c, expected, atol: 1e-4, rtol: 1e-4, "m \(m) n \(n) k \(k) trans \(trans) act \(act)")
+                }
+                var acc = old
+                ck_gemm_small(m, n, k, pack, b, n, &acc, n, nil, CK_ACT_NONE, 0, 1)
+                assertClose(acc, (0..<(m * n)).map { want[$0] + Double(old[$0]) }, atol: 1e-4, rtol: 1e-4, "accumulate m \(m) n \(n) k \(k)")
             }
         }
     }

@@ -41,6 +41,20 @@ void ck_sgemm_naive(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
 // The activation a forward kernel applies in its epilogue, while the output is still in cache.
 typedef enum { CK_ACT_NONE = 0, CK_ACT_RELU = 1, CK_ACT_BRELU = 2 } ck_activation;
 
+// ---- Small-M GEMM (gemm_small.c) ------------------------------------------------------------------------
+// 1 when the CPU has AVX-512 and ck_gemm_small runs its register-blocked kernel; 0 otherwise (callers then use
+// ck_sgemm). ck_gemm_small is correct either way (a plain loop stands in), only slow.
+int ck_gemm_small_available(void);
+// Floats of the packed A of an M x K product.
+size_t ck_gemm_small_pack_floats(size_t M, size_t K);
+// Packs op(A) (M x K; A row-major with row stride lda, transposed when trans_a) into panels of 6 rows, k-major,
+// rows past M zero.
+void ck_gemm_small_pack(float *pack, int trans_a, size_t M, size_t K, const float *A, size_t lda);
+// C (M x N, row stride ldc) = act(packed A @ B (K x N, row stride ldb) + bias[row] (+ C when accumulate)).
+// bias may be NULL. Single-threaded: callers split the batch.
+void ck_gemm_small(size_t M, size_t N, size_t K, const float *pack, const float *B, size_t ldb, float *C,
+                   size_t ldc, const float *bias, ck_activation act, float bound, int accumulate);
+
 // ---- Convolution (conv2d.c) -----------------------------------------------------------------------------
 typedef struct {
     size_t N, C, H, W;     // input
