@@ -127,6 +127,41 @@ final class ConvolutionTests: XCTestCase {
             }
         }
     }
+    /// The input gradient through the sparse route (taken when most of the output gradient is zero, as behind a
+    /// max-pool): the same as the reference, image by image whichever route each takes.
+    func testInputGradientFromASparseOutputGradient() {
+        var geometries: [Reference.ConvGeometry] = []
+        for (stride, pad, k) in [(1, 0, 5), (1, 1, 3), (2, 1, 3), (2, 2, 5), (1, 0, 1)] {
+            geometries.append(.init(n: 4, c: 16, h: 9, w: 10, oc: 5, kh: k, kw: k, stride: stride, pad: pad))
+        }
+        geometries.append(.init(n: 4, c: 32, h: 12, w: 12, oc: 64, kh: 5, kw: 5, stride: 1, pad: 0))  // conv2
+        geometries.append(.init(n: 2, c: 24, h: 6, w: 6, oc: 3, kh: 3, kw: 3, stride: 1, pad: 1))     // C not a multiple of 16
+        for threads in [1, 2] {
+            ck_set_num_threads(threads)
+            for (i, g) in geometries.enumerated() {
+                var s = shape(g)
+                let x = randomArray(g.n * g.c * g.h * g.w, seed: UInt64(i) + 40)
+                let w = randomArray(g.oc * g.c * g.kh * g.kw, seed: UInt64(i) + 50)
+                var dout = randomArray(g.n * g.oc * g.oh * g.ow, seed: UInt64(i) + 60)
+                // Even images: 85% zeros (sparse route); odd ones stay dense.
+                let per = g.oc * g.oh * g.ow
+                for img in stride(from: 0, to: g.n, by: 2) { for q in 0..<per where (q * 7919) % 100 < 85 { dout[img * per + q] = 0 } }
+                let want = Reference.conv2dBackward(dout, x, w, g)
+                var dx = [Float](repeating: 1, count: x.count)
+                var work = [Float](repeating: .nan, count: ck_conv2d_workspace_floats(&s, threads))
+                ck_conv2d_backward(&dx, nil, nil, &work, dout, x, w, &s)
+                assertClose(dx, want.dx.map { $0 + 1 }, atol: 1e-5, rtol: 1e-4, "sparse dx threads \(threads) \(g)")
+                // With the weight and bias gradients too (a training step).
+                var dx2 = [Float](repeating: 0, count: x.count), dw = [Float](repeating: 0, count: w.count)
+                var db = [Float](repeating: 0, count: g.oc)
+                ck_conv2d_backward(&dx2, &dw, &db, &work, dout, x, w, &s)
+                assertClose(dx2, want.dx, atol: 1e-5, rtol: 1e-4, "sparse dx with dw threads \(threads) \(g)")
+                assertClose(dw, want.dw, atol: 1e-4, rtol: 1e-4, "dw threads \(threads) \(g)")
+                assertClose(db, want.db, atol: 1e-4, rtol: 1e-4, "db threads \(threads) \(g)")
+            }
+        }
+    }
+
     /// The AVX-512 small-M GEMM the convolutions use, against plain loops in Double: every remainder of the
     /// 6-row panels and 64-column tiles, both packings, bias, activations, and accumulation into C.
     func testSmallGemmAgainstReference() {
