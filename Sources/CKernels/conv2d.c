@@ -162,11 +162,44 @@ static void valid_range(size_t kw, size_t pad, size_t stride, size_t W, size_t O
     *hi = h;
 }
 
+#if defined(__x86_64__) && defined(__clang__)
+// Stride 1, no padding (both layers of the reference CNN): every output row is OW consecutive input floats,
+// copied by masked AVX-512 moves, 16 at a time. The generic loop below spent ~13% of an input gradient here:
+// with OW = 8 its vectorised copy never left its prologue and aliasing checks.
+__attribute__((target("avx512f"))) static void im2col_s1p0_avx512(float *restrict col, size_t ld,
+                                                                 const float *restrict img, const ck_conv2d_shape *s) {
+    const size_t C = s->C, H = s->H, W = s->W, KH = s->KH, KW = s->KW, OH = s->OH, OW = s->OW;
+    const __mmask16 tail = (OW % 16) ? (__mmask16)((1u << (OW % 16)) - 1) : (__mmask16)0xFFFF;
+    for (size_t c = 0; c < C; c++) {
+        const float *img_c = img + c * H * W;
+        for (size_t kh = 0; kh < KH; kh++) {
+            for (size_t kw = 0; kw < KW; kw++) {
+                float *col_row = col + ((c * KH + kh) * KW + kw) * ld;
+                for (size_t oh = 0; oh < OH; oh++) {
+                    const float *src = img_c + (oh + kh) * W + kw;
+                    float *dst = col_row + oh * OW;
+                    size_t ow = 0;
+                    for (; ow + 16 <= OW; ow += 16) _mm512_storeu_ps(dst + ow, _mm512_loadu_ps(src + ow));
+                    if (ow < OW) _mm512_mask_storeu_ps(dst + ow, tail, _mm512_maskz_loadu_ps(tail, src + ow));
+                }
+            }
+        }
+    }
+}
+#define CK_HAVE_IM2COL_AVX512 1
+#endif
+
 // img (C,H,W) -> col (C*KH*KW rows, OH*OW columns, row stride ld). Rows are short (OW = 8 and 24 in the
 // reference CNN): plain loops, not memcpy, whose call costs more than the copy (perf: 8% of an input gradient).
 CK_VECTOR static void im2col_ld(float *col, size_t ld, const float *img, const ck_conv2d_shape *s) {
     const size_t C = s->C, H = s->H, W = s->W, KH = s->KH, KW = s->KW, OH = s->OH, OW = s->OW;
     const size_t st = s->stride, pad = s->pad;
+#ifdef CK_HAVE_IM2COL_AVX512
+    if (st == 1 && pad == 0 && ck_gemm_small_available()) {
+        im2col_s1p0_avx512(col, ld, img, s);
+        return;
+    }
+#endif
     for (size_t c = 0; c < C; c++) {
         const float *img_c = img + c * H * W;
         for (size_t kh = 0; kh < KH; kh++) {
