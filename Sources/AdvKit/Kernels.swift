@@ -102,6 +102,14 @@ enum Kernels {
         ck_maxpool2d_backward(dInput, dOut.storage.pointer, argmax, &s)
     }
 
+    static func maxPoolBackwardMasked(dInput: UnsafeMutablePointer<Float>, dOut: Tensor, argmax: UnsafePointer<Int32>,
+                                      input: Tensor, activation: FusedActivation, shape s: ck_pool_shape) {
+        ready()
+        var s = s
+        ck_maxpool2d_backward_masked(dInput, dOut.storage.pointer, argmax, input.storage.pointer, activation.ck,
+                                     activation.bound, &s)
+    }
+
     static func avgPoolForward(out: inout Tensor, input: Tensor, shape s: ck_pool_shape) {
         ready()
         var s = s

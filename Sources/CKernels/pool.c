@@ -2,6 +2,7 @@
 #include "CKernels.h"
 #include "internal.h"
 #include <float.h>
+#include <string.h>
 
 typedef struct {
     float *out, *dinp;
@@ -106,6 +107,43 @@ void ck_maxpool2d_backward(float *dinp, const float *dout, const int32_t *argmax
     j.argmax = argmax;
     j.s = s;
     ck_parallel_for(s->N * s->C, maxpool_bwd_part, &j);
+}
+
+// Max-pool backward fused with the mask of the activation that produced the pool's input (a conv or linear
+// layer with a fused ReLU/bounded ReLU): each plane of dinp is overwritten with zeros, then each window's
+// gradient goes to its argmax where the activation passed its input. One pass over a plane in cache instead of
+// a memset of the whole gradient, a scatter, and a mask pass over all of it.
+typedef struct {
+    float *dinp;
+    const float *dout, *inp;
+    const int32_t *argmax;
+    const ck_pool_shape *s;
+    ck_activation act;
+    float bound;
+} masked_pool_job;
+
+static void maxpool_bwd_masked_part(void *ctx, size_t begin, size_t end, size_t t) {
+    (void)t;
+    const masked_pool_job *j = (const masked_pool_job *)ctx;
+    const ck_pool_shape *s = j->s;
+    const size_t P = s->OH * s->OW, HW = s->H * s->W;
+    for (size_t plane = begin; plane < end; plane++) {
+        float *dinp_p = j->dinp + plane * HW;
+        const float *dout_p = j->dout + plane * P, *inp_p = j->inp + plane * HW;
+        const int32_t *arg_p = j->argmax + plane * P;
+        memset(dinp_p, 0, HW * sizeof(float));
+        for (size_t i = 0; i < P; i++) {
+            const float v = inp_p[arg_p[i]];
+            const int pass = j->act == CK_ACT_NONE || (v > 0.0f && (j->act != CK_ACT_BRELU || v < j->bound));
+            if (pass) dinp_p[arg_p[i]] += dout_p[i];
+        }
+    }
+}
+
+void ck_maxpool2d_backward_masked(float *dinp, const float *dout, const int32_t *argmax, const float *inp,
+                                  ck_activation act, float bound, const ck_pool_shape *s) {
+    masked_pool_job j = {dinp, dout, inp, argmax, s, act, bound};
+    ck_parallel_for(s->N * s->C, maxpool_bwd_masked_part, &j);
 }
 
 static void avgpool_fwd_part(void *ctx, size_t begin, size_t end, size_t t) {

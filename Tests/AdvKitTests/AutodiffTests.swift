@@ -38,6 +38,33 @@ final class AutodiffTests: XCTestCase {
         }
     }
 
+    /// A max-pool writes the gradient of a fused conv+activation already masked, and that conv then skips its mask
+    /// pass; when the conv's output has another consumer too, the mask must apply to the sum (tested against the
+    /// same network with a separate activation node), in either order of the consumers.
+    func testPremaskedPoolGradientWithASecondConsumer() {
+        let x = randomTensor([2, 2, 8, 8], seed: 31, lo: -1, hi: 1), w = randomTensor([3, 2, 3, 3], seed: 32, lo: -1, hi: 1)
+        let b = randomTensor([3], seed: 33, lo: -0.2, hi: 0.2)
+        for act in [FusedActivation.relu, .boundedReLU(0.5)] {
+            for poolFirst in [true, false] {
+                func grads(fused: Bool) -> [Tensor] {
+                    let t = Tape()
+                    let xv = t.input(x), wv = t.input(w), bv = t.input(b)
+                    var y = t.conv2d(xv, weight: wv, bias: bv, activation: fused ? act : .none)
+                    if !fused {
+                        if case let .boundedReLU(bound) = act { y = t.boundedReLU(y, bound: bound) } else { y = t.relu(y) }
+                    }
+                    let pooled = { t.maxPool2d(y, kernel: 2).sum() }, other = { t.scale(y, by: 0.3).sum() }
+                    // The later-recorded consumer's pullback runs first.
+                    let loss = poolFirst ? t.add(pooled(), other()) : t.add(other(), pooled())
+                    return t.gradients(of: loss, wrt: [xv, wv, bv])
+                }
+                for (f, p) in zip(grads(fused: true), grads(fused: false)) {
+                    assertClose(f.scalars, p.scalars, atol: 1e-6, rtol: 1e-6, "\(act) pool first \(poolFirst)")
+                }
+            }
+        }
+    }
+
     func testLinearGradients() {
         checkGradients([randomTensor([3, 7], seed: 4), randomTensor([5, 7], seed: 5), randomTensor([5], seed: 6)]) { t, v in
             t.linear(v[0], weight: v[1], bias: v[2])

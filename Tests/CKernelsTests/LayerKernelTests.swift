@@ -49,6 +49,16 @@ final class LayerKernelTests: XCTestCase {
                 var wantDx = [Double](repeating: 0, count: x.count)
                 for p in 0..<(n * c) { for o in 0..<(s.OH * s.OW) { wantDx[p * h * w + want.arg[p * s.OH * s.OW + o]] += Double(dout[p * s.OH * s.OW + o]) } }
                 assertClose(dx, wantDx, atol: 1e-6, rtol: 0, "maxpool backward")
+                // Fused with the mask of the activation that made x: overwrites, passes where x > 0 (and < bound).
+                for (act, bound) in [(CK_ACT_NONE, Float(0)), (CK_ACT_RELU, 0), (CK_ACT_BRELU, 0.4)] {
+                    var masked = [Float](repeating: .nan, count: x.count)
+                    ck_maxpool2d_backward_masked(&masked, dout, arg, x, act, bound, &s)
+                    let wantMasked = (0..<x.count).map { i -> Double in
+                        let pass = act == CK_ACT_NONE || (x[i] > 0 && (act != CK_ACT_BRELU || x[i] < bound))
+                        return pass ? wantDx[i] : 0
+                    }
+                    assertClose(masked, wantMasked, atol: 1e-6, rtol: 0, "masked maxpool backward k \(k) s \(st) \(act)")
+                }
             }
         }
         // Ties: the first maximum in row-major order wins (as PyTorch).

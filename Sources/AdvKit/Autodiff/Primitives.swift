@@ -22,6 +22,14 @@ enum Op {
     case mean(Int)
     case custom(inputs: [Int], pullback: (Tensor) -> [Tensor?])
 
+    /// The activation fused into this node's epilogue (conv2d and linear), nil for other ops.
+    var fusedActivation: FusedActivation? {
+        switch self {
+        case let .conv2d(_, _, _, _, _, activation), let .linear(_, _, _, activation): return activation
+        default: return nil
+        }
+    }
+
     func anyInput(where pred: (Int) -> Bool) -> Bool {
         switch self {
         case .leaf: return false
@@ -250,7 +258,7 @@ extension Tape {
     /// The upstream gradient of a node with a fused activation, masked by where the activation passed its input
     /// (into the tape's mask scratch; valid until the next call). Without an activation, `g` itself.
     func masked(_ g: Tensor, node i: Int, _ activation: FusedActivation) -> Tensor {
-        guard activation != .none else { return g }
+        guard activation != .none, !premasked[i] else { return g }
         let m = maskScratch(g.shape)
         Kernels.activationMask(m.storage.pointer, dOut: g, out: nodes[i].value, activation: activation)
         return m
@@ -282,9 +290,20 @@ extension Tape {
             guard let dx = gradPointer(x) else { return }
             Kernels.boundedReLUBackward(dInput: dx, dOut: g, out: nodes[i].value, bound: t)
         case let .maxPool(x, arg, k, st):
+            let shape = Kernels.poolShape(nodes[x].value.shape, kernel: k, stride: st)
+            // The first gradient into the output of a conv/linear layer with a fused activation: write it masked,
+            // in one pass (no zeroing of the whole buffer, no mask pass in that layer's pullback).
+            if needs[x], grads[x] == nil, let act = nodes[x].op.fusedActivation, act != .none {
+                let buffer = gradBuffer(x, nodes[x].value.shape)
+                grads[x] = buffer
+                lastGradientBuffers += 1
+                Kernels.maxPoolBackwardMasked(dInput: buffer.storage.pointer, dOut: g, argmax: arg.pointer,
+                                              input: nodes[x].value, activation: act, shape: shape)
+                premasked[x] = true
+                return
+            }
             guard let dx = gradPointer(x) else { return }
-            Kernels.maxPoolBackward(dInput: dx, dOut: g, argmax: arg.pointer,
-                                    shape: Kernels.poolShape(nodes[x].value.shape, kernel: k, stride: st))
+            Kernels.maxPoolBackward(dInput: dx, dOut: g, argmax: arg.pointer, shape: shape)
         case let .avgPool(x, k, st):
             guard let dx = gradPointer(x) else { return }
             Kernels.avgPoolBackward(dInput: dx, dOut: g,

@@ -57,6 +57,9 @@ public final class Tape {
     private var savedPool: [Int: TensorStorage] = [:]
     var grads: [Tensor?] = []
     var needs: [Bool] = []
+    /// Node i's gradient is already masked by node i's fused activation (a max-pool wrote it alone, masked):
+    /// its pullback then skips the mask. Cleared as soon as anything else adds to that gradient.
+    var premasked: [Bool] = []
     /// The node `gradients` started from (its gradient is the caller's seed).
     var gradientOutput = -1
     private var scratch: TensorStorage = TensorStorage(capacity: 0)
@@ -78,7 +81,7 @@ public final class Tape {
     public func nodeValue(_ i: Int) -> Tensor { nodes[i].value }
 
     /// Gradient buffers the last `gradients` call filled: only nodes on a path to a requested value get one.
-    public private(set) var lastGradientBuffers = 0
+    public internal(set) var lastGradientBuffers = 0
 
     /// Buffers taken from a previous pass instead of allocated (diagnostics: an attack loop should reuse).
     public private(set) var reusedBuffers = 0
@@ -231,6 +234,8 @@ public final class Tape {
         }
         grads.removeAll(keepingCapacity: true)
         grads.append(contentsOf: repeatElement(nil, count: last + 1))
+        premasked.removeAll(keepingCapacity: true)
+        premasked.append(contentsOf: repeatElement(false, count: last + 1))
         lastGradientBuffers = 0
         if needs[last] {
             if let seed {
@@ -261,14 +266,15 @@ public final class Tape {
         return gs
     }
 
-    /// A zeroed gradient buffer for node i (pooled like the forward values).
-    private func gradBuffer(_ i: Int, _ shape: Shape) -> Tensor {
+    /// A gradient buffer for node i (pooled like the forward values), its contents left as they are.
+    func gradBuffer(_ i: Int, _ shape: Shape) -> Tensor {
         Tensor(shape: shape, storage: pooled(&gradPool, at: i, count: shape.count))
     }
 
     /// A pointer to node i's gradient accumulator, creating it zeroed; nil when node i needs no gradient.
     func gradPointer(_ i: Int) -> UnsafeMutablePointer<Float>? {
         guard needs[i] else { return nil }
+        premasked[i] = false  // whatever the caller adds is not masked
         if grads[i] == nil {
             let g = gradBuffer(i, nodes[i].value.shape)
             g.storage.pointer.initialize(repeating: 0, count: g.count)
