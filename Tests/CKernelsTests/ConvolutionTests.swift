@@ -134,7 +134,8 @@ final class ConvolutionTests: XCTestCase {
         for (stride, pad, k) in [(1, 0, 5), (1, 1, 3), (2, 1, 3), (2, 2, 5), (1, 0, 1)] {
             geometries.append(.init(n: 4, c: 16, h: 9, w: 10, oc: 5, kh: k, kw: k, stride: stride, pad: pad))
         }
-        geometries.append(.init(n: 4, c: 32, h: 12, w: 12, oc: 64, kh: 5, kw: 5, stride: 1, pad: 0))  // conv2
+        // conv2, with more images than one thread packs per GEMM (the weight gradient adds over several packs)
+        geometries.append(.init(n: 9, c: 32, h: 12, w: 12, oc: 64, kh: 5, kw: 5, stride: 1, pad: 0))
         geometries.append(.init(n: 2, c: 24, h: 6, w: 6, oc: 3, kh: 3, kw: 3, stride: 1, pad: 1))     // C not a multiple of 16
         for threads in [1, 2] {
             ck_set_num_threads(threads)
