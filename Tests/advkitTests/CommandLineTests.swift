@@ -40,6 +40,18 @@ final class CommandLineTests: XCTestCase {
         return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
     }
 
+    /// Starts the built `advkit` with `args` in the background, its output discarded (for the kill tests).
+    private func startAdvkit(_ args: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("advkit")
+        p.arguments = args
+        p.environment = ["ADVKIT_THREADS": "2"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
     private let data = ["--dataset", "mnist"]
 
     func testTrainPredictAttackRoundTrip() throws {
@@ -75,14 +87,7 @@ final class CommandLineTests: XCTestCase {
         let args = ["train", "--arch", "mlp"] + data + ["--data-dir", dir, "--epochs", "6", "--batch-size", "8", "--lr", "1e-3", "--quiet"]
         let (code, _, err) = try advkit(args + ["--out", dir + "/whole.safetensors"])
         XCTAssertEqual(code, 0, err)
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("advkit")
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = args + ["--out", dir + "/killed.safetensors"]
-        p.environment = ["ADVKIT_THREADS": "2"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let p = try startAdvkit(args + ["--out", dir + "/killed.safetensors"])
         // Wait for the first epoch's state file, then kill without warning.
         let state = dir + "/killed.safetensors.state"
         let deadline = Date().addingTimeInterval(60)
@@ -110,14 +115,7 @@ final class CommandLineTests: XCTestCase {
                                           "--eps", "0,0.1,0.2,0.3", "--quiet"]
         let (code, _, err) = try advkit(args + ["--out", dir + "/whole"])
         XCTAssertEqual(code, 0, err)
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("advkit")
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = args + ["--out", dir + "/killed"]
-        p.environment = ["ADVKIT_THREADS": "2"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let p = try startAdvkit(args + ["--out", dir + "/killed"])
         func finishedUnits() -> Int {
             let files = FileManager.default.subpaths(atPath: dir + "/killed/progress") ?? []
             return files.filter { $0.hasSuffix(".json") }.count
