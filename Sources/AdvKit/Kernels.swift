@@ -64,6 +64,12 @@ enum Kernels {
                            weight.storage.pointer, &s)
     }
 
+    /// t = tanh(w), x = lo + span (t + 1) / 2 (C&W's change of variables), one vectorised pass.
+    static func tanhBox(t: inout Tensor, x: inout Tensor, w: Tensor, lo: Float, span: Float) {
+        precondition(t.count == w.count && x.count == w.count)
+        ck_tanh_box(t.storage.pointer, x.storage.pointer, w.storage.pointer, lo, span, w.count)
+    }
+
     // MARK: linear
 
     static func linearForward(out: inout Tensor, input: Tensor, weight: Tensor, bias: Tensor?,

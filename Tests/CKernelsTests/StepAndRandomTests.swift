@@ -86,4 +86,19 @@ final class StepAndRandomTests: XCTestCase {
         // First Adam step moves by lr * sign(g) (bias-corrected m/sqrt(v) = g/|g|).
         XCTAssertEqual(q[0], 1 - 0.001, accuracy: 1e-6)
     }
+
+    /// C&W's vectorised tanh against Swift's, over the range that matters and beyond, and its box transform.
+    func testTanhBoxAgainstTanh() {
+        var w: [Float] = stride(from: -12.0, through: 12.0, by: 0.001).map { Float($0) }
+        w += [0, -0, 1e-30, -1e-30, 0.4999999, 0.5, 0.5000001, 8.999, 9, 9.001, 50, -50, .infinity, -.infinity]
+        var t = [Float](repeating: .nan, count: w.count), x = [Float](repeating: .nan, count: w.count)
+        ck_tanh_box(&t, &x, w, 0.25, 0.5, w.count)
+        for i in 0..<w.count {
+            XCTAssertEqual(Double(t[i]), Double(tanh(w[i])), accuracy: 2e-7, "tanh(\(w[i]))")
+            XCTAssertEqual(Double(x[i]), 0.25 + 0.5 * (Double(t[i]) + 1) / 2, accuracy: 1e-7)
+        }
+        var nanOut: [Float] = [0], nanX: [Float] = [0]
+        ck_tanh_box(&nanOut, &nanX, [.nan], 0, 1, 1)
+        XCTAssertTrue(nanOut[0].isNaN, "NaN stays NaN")
+    }
 }

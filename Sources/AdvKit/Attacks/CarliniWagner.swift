@@ -64,8 +64,8 @@ public struct CarliniWagnerL2: Attack {
             var succeeded = [Bool](repeating: false, count: n)
             var previous = Float.infinity
             for step in 1...steps {
-                let t = w.map { tanh($0) }
-                let x = t.map { lo + span * ($0 + 1) / 2 }
+                var t = Tensor(uninitialized: w.shape), x = Tensor(uninitialized: w.shape)
+                Kernels.tanhBox(t: &t, x: &x, w: w, lo: lo, span: span)
                 tape.reset()
                 let xv = tape.input(x)
                 let z = model(xv)

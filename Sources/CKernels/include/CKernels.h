@@ -166,6 +166,8 @@ void ck_l2_step(float *x, const float *g, const float *x0, float alpha, float ep
 void ck_project_l2(float *x, const float *x0, float eps, float lo, float hi, size_t N, size_t D);
 // x = clip(x, lo, hi).
 void ck_clip(float *x, float lo, float hi, size_t n);
+// C&W's change of variables: t = tanh(w) (absolute error < 2e-7, vectorised), x = lo + span * (t + 1) / 2.
+void ck_tanh_box(float *t, float *x, const float *w, float lo, float span, size_t n);
 // Per-sample norms of a - b (N rows of D). l0 counts |a - b| > tol. Any output may be NULL.
 void ck_diff_norms(float *l0, float *l2, float *linf, const float *a, const float *b, float tol, size_t N,
                    size_t D);
