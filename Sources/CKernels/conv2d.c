@@ -94,6 +94,7 @@ __attribute__((target("avx512f"))) static void sparse_input_gradient(float *dinp
         const size_t oh = p / OW, ow = p % OW;
         // valid kw: 0 <= ow*st - pad + kw < W
         const size_t kw_lo = ow * st >= pad ? 0 : pad - ow * st;
+        if (W + pad <= ow * st) continue;  // (only with padding wider than the kernel)
         const size_t kw_hi = ck_min(KW, W + pad - ow * st);
         if (kw_hi <= kw_lo) continue;
         const size_t iw0 = ow * st + kw_lo - pad, run = (kw_hi - kw_lo) * C;

@@ -131,7 +131,7 @@ final class ConvolutionTests: XCTestCase {
     /// max-pool): the same as the reference, image by image whichever route each takes.
     func testInputGradientFromASparseOutputGradient() {
         var geometries: [Reference.ConvGeometry] = []
-        for (stride, pad, k) in [(1, 0, 5), (1, 1, 3), (2, 1, 3), (2, 2, 5), (1, 0, 1)] {
+        for (stride, pad, k) in [(1, 0, 5), (1, 1, 3), (2, 1, 3), (2, 2, 5), (1, 0, 1), (1, 2, 1), (2, 3, 2)] {
             geometries.append(.init(n: 4, c: 16, h: 9, w: 10, oc: 5, kh: k, kw: k, stride: stride, pad: pad))
         }
         // conv2, with more images than one thread packs per GEMM (the weight gradient adds over several packs)
