@@ -21,19 +21,41 @@
 #define MR 6
 #define NR 64
 
-int ck_gemm_small_available(void) {
+// -1: not decided yet; 0 or 1. Read and written atomically: the first call may come from several threads.
+static int g_small_mode = -1;
+
+static int small_default_cpu(void) {
 #if defined(__x86_64__) && defined(__clang__)
-    static int cached = -1;
-    if (cached < 0) {
-        // ADVKIT_GEMM=openblas sends every convolution GEMM to OpenBLAS (for A/B measurements, or to rule us out).
-        const char *choice = getenv("ADVKIT_GEMM");
-        __builtin_cpu_init();
-        cached = (__builtin_cpu_supports("avx512f") && !(choice && strcmp(choice, "openblas") == 0)) ? 1 : 0;
-    }
-    return cached;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 1 : 0;
 #else
     return 0;
 #endif
+}
+
+static int small_default(void) {
+#if defined(__x86_64__) && defined(__clang__)
+    // ADVKIT_GEMM=openblas sends every convolution GEMM to OpenBLAS (for A/B measurements, or to rule us out).
+    const char *choice = getenv("ADVKIT_GEMM");
+    __builtin_cpu_init();
+    return (__builtin_cpu_supports("avx512f") && !(choice && strcmp(choice, "openblas") == 0)) ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+int ck_gemm_small_available(void) {
+    int mode = __atomic_load_n(&g_small_mode, __ATOMIC_RELAXED);
+    if (mode < 0) {
+        mode = small_default();
+        __atomic_store_n(&g_small_mode, mode, __ATOMIC_RELAXED);
+    }
+    return mode;
+}
+
+void ck_gemm_small_set_enabled(int enabled) {
+    const int mode = enabled < 0 ? small_default() : (enabled && small_default_cpu());
+    __atomic_store_n(&g_small_mode, mode, __ATOMIC_RELAXED);
 }
 
 size_t ck_gemm_small_pack_floats(size_t M, size_t K) { return (M + MR - 1) / MR * MR * K; }

@@ -4,7 +4,19 @@ import XCTest
 
 /// The C convolution against the Swift reference over a sweep of small shapes, at 1 and 2 threads.
 final class ConvolutionTests: XCTestCase {
-    override func tearDown() { ck_set_num_threads(1) }
+    override func tearDown() {
+        ck_set_num_threads(1)
+        ck_gemm_small_set_enabled(-1)
+    }
+
+    /// Runs `body` with the AVX-512 kernels and with OpenBLAS (the path of CPUs without AVX-512).
+    private func bothPaths(_ body: (String) -> Void) {
+        for own in [1, 0] {
+            ck_gemm_small_set_enabled(Int32(own))
+            body(own == 1 && ck_gemm_small_available() != 0 ? "own kernels" : "OpenBLAS")
+        }
+        ck_gemm_small_set_enabled(-1)
+    }
 
     private func shape(_ g: Reference.ConvGeometry) -> ck_conv2d_shape {
         ck_conv2d_shape(N: g.n, C: g.c, H: g.h, W: g.w, OC: g.oc, KH: g.kh, KW: g.kw, stride: g.stride, pad: g.pad, OH: g.oh, OW: g.ow)
@@ -21,7 +33,7 @@ final class ConvolutionTests: XCTestCase {
         return out
     }
 
-    func testForwardMatchesReferenceOverSweep() {
+    func testForwardMatchesReferenceOverSweep() { bothPaths { path in
         for threads in [1, 2] {
             ck_set_num_threads(threads)
             for (i, g) in sweep.enumerated() {
@@ -35,13 +47,13 @@ final class ConvolutionTests: XCTestCase {
                     ck_conv2d_forward(&out, &work, x, w, bias ? b : nil, &s, CK_ACT_NONE, 0)
                     // float32 sums of C*KH*KW <= 50 products of values in [-1, 1]
                     assertClose(out, Reference.conv2d(x, w, bias ? b : nil, g), atol: 1e-5, rtol: 1e-4,
-                                "threads \(threads) \(g) bias \(bias)")
+                                "\(path) threads \(threads) \(g) bias \(bias)")
                 }
             }
         }
-    }
+    } }
 
-    func testBackwardMatchesReferenceAndAccumulates() {
+    func testBackwardMatchesReferenceAndAccumulates() { bothPaths { path in
         for threads in [1, 2] {
             ck_set_num_threads(threads)
             for (i, g) in sweep.enumerated() {
@@ -61,12 +73,12 @@ final class ConvolutionTests: XCTestCase {
                 // The input gradient alone (an attack's step) takes its own path.
                 var dxOnly = [Float](repeating: 1, count: x.count)
                 ck_conv2d_backward(&dxOnly, nil, nil, &work, dout, x, w, &s)
-                assertClose(dxOnly, want.dx.map { $0 + 1 }, atol: 1e-5, rtol: 1e-4, "dx alone threads \(threads) \(g)")
+                assertClose(dxOnly, want.dx.map { $0 + 1 }, atol: 1e-5, rtol: 1e-4, "\(path) dx alone threads \(threads) \(g)")
             }
         }
-    }
+    } }
 
-    func testFusedActivationEpilogues() {
+    func testFusedActivationEpilogues() { bothPaths { path in
         let g = Reference.ConvGeometry(n: 2, c: 2, h: 7, w: 6, oc: 3, kh: 3, kw: 3, stride: 1, pad: 1)
         var s = shape(g)
         let x = randomArray(g.n * g.c * g.h * g.w, seed: 21), w = randomArray(g.oc * g.c * 9, seed: 22), b = randomArray(g.oc, seed: 23)
@@ -84,7 +96,8 @@ final class ConvolutionTests: XCTestCase {
         var mask = [Float](repeating: .nan, count: 4)
         ck_activation_mask(&mask, [1, 2, 3, 4], [0, 0.2, 0.5, 0.7], CK_ACT_BRELU, 0.5, 4)
         XCTAssertEqual(mask, [0, 2, 0, 0], "passes only where 0 < out < bound")
-    }
+        _ = path
+    } }
 
     func testNullGradientOutputsAreSkipped() {
         let g = Reference.ConvGeometry(n: 2, c: 2, h: 6, w: 6, oc: 3, kh: 3, kw: 3, stride: 1, pad: 1)
@@ -129,7 +142,7 @@ final class ConvolutionTests: XCTestCase {
     }
     /// The input gradient through the sparse route (taken when most of the output gradient is zero, as behind a
     /// max-pool): the same as the reference, image by image whichever route each takes.
-    func testInputGradientFromASparseOutputGradient() {
+    func testInputGradientFromASparseOutputGradient() { bothPaths { path in
         var geometries: [Reference.ConvGeometry] = []
         for (stride, pad, k) in [(1, 0, 5), (1, 1, 3), (2, 1, 3), (2, 2, 5), (1, 0, 1), (1, 2, 1), (2, 3, 2)] {
             geometries.append(.init(n: 4, c: 16, h: 9, w: 10, oc: 5, kh: k, kw: k, stride: stride, pad: pad))
@@ -158,10 +171,10 @@ final class ConvolutionTests: XCTestCase {
                 ck_conv2d_backward(&dx2, &dw, &db, &work, dout, x, w, &s)
                 assertClose(dx2, want.dx, atol: 1e-5, rtol: 1e-4, "sparse dx with dw threads \(threads) \(g)")
                 assertClose(dw, want.dw, atol: 1e-4, rtol: 1e-4, "dw threads \(threads) \(g)")
-                assertClose(db, want.db, atol: 1e-4, rtol: 1e-4, "db threads \(threads) \(g)")
+                assertClose(db, want.db, atol: 1e-4, rtol: 1e-4, "\(path) db threads \(threads) \(g)")
             }
         }
-    }
+    } }
 
     /// The AVX-512 small-M GEMM the convolutions use, against plain loops in Double: every remainder of the
     /// 6-row panels and 64-column tiles, both packings, bias, activations, and accumulation into C.

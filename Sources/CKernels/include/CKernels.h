@@ -45,6 +45,9 @@ typedef enum { CK_ACT_NONE = 0, CK_ACT_RELU = 1, CK_ACT_BRELU = 2 } ck_activatio
 // 1 when the CPU has AVX-512 and ck_gemm_small runs its register-blocked kernel; 0 otherwise (callers then use
 // ck_sgemm). ck_gemm_small is correct either way (a plain loop stands in), only slow.
 int ck_gemm_small_available(void);
+// Forces the choice for every later call (not while a kernel runs): 1 = own kernels where the CPU has AVX-512,
+// 0 = OpenBLAS everywhere, -1 = back to the default (the CPU and ADVKIT_GEMM). The tests run both paths.
+void ck_gemm_small_set_enabled(int enabled);
 // Floats of the packed A of an M x K product.
 size_t ck_gemm_small_pack_floats(size_t M, size_t K);
 // Packs op(A) (M x K; A row-major with row stride lda, transposed when trans_a) into panels of 6 rows, k-major,
