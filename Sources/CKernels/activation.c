@@ -47,7 +47,9 @@ CK_VECTOR void ck_bias_act_cols(float *rows, const float *bias, size_t R, size_t
 CK_VECTOR void ck_activation_mask(float *dst, const float *dout, const float *out, ck_activation act, float bound, size_t n) {
     switch (act) {
     case CK_ACT_NONE: for (size_t i = 0; i < n; i++) dst[i] = dout[i]; break;
-    case CK_ACT_RELU: for (size_t i = 0; i < n; i++) dst[i] = out[i] > 0.0f ? dout[i] : 0.0f; break;
-    case CK_ACT_BRELU: for (size_t i = 0; i < n; i++) dst[i] = (out[i] > 0.0f && out[i] < bound) ? dout[i] : 0.0f; break;
+    case CK_ACT_RELU: for (size_t i = 0; i < n; i++) dst[i] = ck_act_passes(out[i], CK_ACT_RELU, bound) ? dout[i] : 0.0f; break;
+    case CK_ACT_BRELU:
+        for (size_t i = 0; i < n; i++) dst[i] = ck_act_passes(out[i], CK_ACT_BRELU, bound) ? dout[i] : 0.0f;
+        break;
     }
 }

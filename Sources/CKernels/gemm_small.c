@@ -34,14 +34,9 @@ static int small_default_cpu(void) {
 }
 
 static int small_default(void) {
-#if defined(__x86_64__) && defined(__clang__)
     // ADVKIT_GEMM=openblas sends every convolution GEMM to OpenBLAS (for A/B measurements, or to rule us out).
     const char *choice = getenv("ADVKIT_GEMM");
-    __builtin_cpu_init();
-    return (__builtin_cpu_supports("avx512f") && !(choice && strcmp(choice, "openblas") == 0)) ? 1 : 0;
-#else
-    return 0;
-#endif
+    return (small_default_cpu() && !(choice && strcmp(choice, "openblas") == 0)) ? 1 : 0;
 }
 
 int ck_gemm_small_available(void) {

@@ -18,6 +18,11 @@ static inline float ck_act(float x, ck_activation act, float bound) {
     return (act == CK_ACT_BRELU && x > bound) ? bound : x;
 }
 
+// Whether the activation passed its input, judged from its output: the mask of its backward pass (ReLU'(0) = 0).
+static inline int ck_act_passes(float out, ck_activation act, float bound) {
+    return act == CK_ACT_NONE || (out > 0.0f && (act != CK_ACT_BRELU || out < bound));
+}
+
 // The vector code paths: SwiftPM compiles C without -march, so hot loops get AVX-512 and AVX2 clones and
 // the loader picks one for the CPU it runs on (checked: the avx512f clone uses zmm registers).
 // Not under the thread sanitizer: the clones' resolvers run while the loader relocates, before TSan's runtime is

@@ -122,10 +122,6 @@ typedef struct {
     float bound;
 } masked_pool_job;
 
-static inline int act_passes(float v, ck_activation act, float bound) {
-    return act == CK_ACT_NONE || (v > 0.0f && (act != CK_ACT_BRELU || v < bound));
-}
-
 static void maxpool_bwd_masked_part(void *ctx, size_t begin, size_t end, size_t t) {
     (void)t;
     const masked_pool_job *j = (const masked_pool_job *)ctx;
@@ -137,7 +133,7 @@ static void maxpool_bwd_masked_part(void *ctx, size_t begin, size_t end, size_t 
         const int32_t *arg_p = j->argmax + plane * P;
         memset(dinp_p, 0, HW * sizeof(float));
         for (size_t i = 0; i < P; i++) {
-            const float g = act_passes(inp_p[arg_p[i]], j->act, j->bound) ? dout_p[i] : 0.0f;
+            const float g = ck_act_passes(inp_p[arg_p[i]], j->act, j->bound) ? dout_p[i] : 0.0f;
             dinp_p[arg_p[i]] += g;
         }
     }

@@ -354,19 +354,23 @@ public final class Evaluator {
         let journal = try EvaluationJournal(outputDirectory: outputDirectory, settings: settings, test: test)
         reusedUnits = 0
         computedUnits = 0
-        /// A unit's result from the journal, or computed, saved, and announced.
-        func unit<T: Codable>(_ name: String, _ compute: () throws -> T) throws -> T {
-            if resume, let kept = journal.load(name, as: T.self) {
+        /// A unit's result as kept on disk (`load`), or computed, kept (`save`), and announced.
+        func unit<T>(_ name: String, load: () -> T?, save: (T) throws -> Void, _ compute: () throws -> T) throws -> T {
+            if resume, let kept = load() {
                 reusedUnits += 1
                 return kept
             }
             let t0 = Date()
             let value = try compute()
-            try journal.save(value, unit: name)
+            try save(value)
             timings[name] = Date().timeIntervalSince(t0)
             computedUnits += 1
             try afterEachUnit?(name)
             return value
+        }
+        /// A unit kept as a small JSON file.
+        func unit<T: Codable>(_ name: String, _ compute: () throws -> T) throws -> T {
+            try unit(name, load: { journal.load(name, as: T.self) }, save: { try journal.save($0, unit: name) }, compute)
         }
         for d in defenses {
             results.models.append(.init(name: d.name, file: "", cleanAccuracy: d.model.accuracy(test.images, labels: test.labels)))
@@ -412,19 +416,14 @@ public final class Evaluator {
         if black {
             for (sname, file, arch, offset) in [("resnet surrogate", "surrogate-resnet", Architecture.resnet, UInt64(101)),
                                                  ("cnn surrogate", "surrogate-cnn", Architecture.cnn, UInt64(202))] {
+                // The transferred images, kept as a float32 IDX file.
                 let images = journal.path("transfer \(sname)") + ".idx"
-                var adv: Tensor
-                if resume, let kept = try? IDX.read(images), kept.dims == [test.count] + test.imageShape.dims {
-                    adv = Tensor(kept.values, shape: Shape(kept.dims))
-                    reusedUnits += 1
-                } else {
+                let adv = try unit("transfer \(sname)", load: { () -> Tensor? in
+                    guard let kept = try? IDX.read(images), kept.dims == [test.count] + test.imageShape.dims else { return nil }
+                    return Tensor(kept.values, shape: Shape(kept.dims))
+                }, save: { try IDX.write($0, to: images) }) {
                     let s = try trainedModel(file, architecture: arch, attacker: true, seed: settings.seed &+ offset)
-                    let t0 = Date()
-                    adv = try pgd(settings.epsilon).generate(s, images: test.images, labels: test.labels, seed: settings.seed)
-                    try IDX.write(adv, to: images)
-                    timings["transfer \(sname)"] = Date().timeIntervalSince(t0)
-                    computedUnits += 1
-                    try afterEachUnit?("transfer \(sname)")
+                    return try pgd(settings.epsilon).generate(s, images: test.images, labels: test.labels, seed: settings.seed)
                 }
                 for d in defenses {
                     let flags = robust(d, adversarial: adv)
