@@ -3,7 +3,7 @@
 //
 //   swift run -c release advkit-bench --threads 2 --out bench-advkit.json
 //   Benchmarks/compare.sh      # runs this and the PyTorch peer, prints the ratio table
-import AdvKit
+@_spi(Support) import AdvKit
 import Foundation
 
 struct Options {

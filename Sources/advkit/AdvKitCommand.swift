@@ -1,4 +1,4 @@
-import AdvKit
+@_spi(Support) import AdvKit
 import ArgumentParser
 import Foundation
 

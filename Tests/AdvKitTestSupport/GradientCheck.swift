@@ -1,4 +1,4 @@
-import AdvKit
+@_spi(Testing) import AdvKit
 import XCTest
 
 /// Checks a tape's gradients against central finite differences.

@@ -1,4 +1,4 @@
-import AdvKit
+@_spi(Testing) import AdvKit
 import AdvKitTestSupport
 import XCTest
 

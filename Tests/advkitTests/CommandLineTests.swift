@@ -1,4 +1,4 @@
-import AdvKit
+@_spi(Support) import AdvKit
 import AdvKitTestSupport
 import Foundation
 import XCTest

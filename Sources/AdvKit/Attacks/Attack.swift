@@ -192,7 +192,7 @@ extension Attack {
     /// outcome (the benchmarks time this, as the Python libraries' attack calls are timed).
     public func generate(_ model: Classifier, images: Tensor, labels: [Int32], goal: Goal = .untargeted,
                          bounds: PixelBounds = .unit, seed: UInt64 = 0, batchSize: Int = 128,
-                         progress: Progress.Style = .silent) throws -> Tensor {
+                         progress: ProgressReporter.Style = .silent) throws -> Tensor {
         try generateWithTargets(model, images: images, labels: labels, goal: goal, bounds: bounds, seed: seed,
                                 batchSize: batchSize, progress: progress, cleanLogits: nil).adversarial
     }
@@ -200,7 +200,7 @@ extension Attack {
     /// Runs the attack on `images` with `labels`, `batchSize` images at a time, and measures every image.
     public func run(_ model: Classifier, images: Tensor, labels: [Int32], goal: Goal = .untargeted,
                     bounds: PixelBounds = .unit, seed: UInt64 = 0, batchSize: Int = 128,
-                    progress: Progress.Style = .silent) throws -> AttackResult {
+                    progress: ProgressReporter.Style = .silent) throws -> AttackResult {
         let started = Date()
         try checkInputs(model, images: images, labels: labels, goal: goal, bounds: bounds, batchSize: batchSize)
         let clean = model.logits(of: images)
@@ -212,7 +212,7 @@ extension Attack {
         let result = AttackResult(attack: name, goal: goal, adversarial: adversarial, outcomes: outcomes,
                                   seconds: Date().timeIntervalSince(started))
         if progress != .silent {
-            Progress("\(name) \(goal)", total: 1, style: progress)
+            ProgressReporter("\(name) \(goal)", total: 1, style: progress)
                 .finish(String(format: "robust accuracy %.2f%%, success %.2f%%, %.1fs", result.robustAccuracy * 100,
                                result.successRate * 100, result.seconds))
         }
@@ -238,7 +238,7 @@ extension Attack {
     }
 
     func generateWithTargets(_ model: Classifier, images: Tensor, labels: [Int32], goal: Goal, bounds: PixelBounds,
-                             seed: UInt64, batchSize: Int, progress: Progress.Style,
+                             seed: UInt64, batchSize: Int, progress: ProgressReporter.Style,
                              cleanLogits: Tensor?) throws -> (adversarial: Tensor, targets: [Int32]?) {
         if cleanLogits == nil {
             try checkInputs(model, images: images, labels: labels, goal: goal, bounds: bounds, batchSize: batchSize)
@@ -248,7 +248,7 @@ extension Attack {
         let clean = cleanLogits ?? (goal.kind == .leastLikely ? model.logits(of: images) : Tensor(zeros: [n, model.classCount]))
         let targets = try goal.resolveTargets(count: n, cleanLogits: clean, classes: model.classCount)
         var parts: [Tensor] = []
-        let bar = Progress("\(name) \(goal)", total: n, style: progress)
+        let bar = ProgressReporter("\(name) \(goal)", total: n, style: progress)
         var start = 0
         while start < n {
             let end = min(start + batchSize, n)

@@ -377,7 +377,7 @@ extension Tape {
     /// which bounded-ReLU inputs lay inside (0, t), which element each max-pool window took. Two passes with
     /// the same signature lie on the same linear piece, so finite differences between them are valid
     /// (the gradient checker skips points where a perturbation changes it).
-    public func kinkSignature() -> Int {
+    @_spi(Testing) public func kinkSignature() -> Int {
         var h = Hasher()
         for node in nodes {
             switch node.op {

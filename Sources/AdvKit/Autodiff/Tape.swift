@@ -78,17 +78,17 @@ public final class Tape {
     public var count: Int { nodes.count }
 
     /// The forward value of node `i` (diagnostics and tests).
-    public func nodeValue(_ i: Int) -> Tensor { nodes[i].value }
+    @_spi(Testing) public func nodeValue(_ i: Int) -> Tensor { nodes[i].value }
 
     /// Gradient buffers the last `gradients` call filled: only nodes on a path to a requested value get one.
-    public internal(set) var lastGradientBuffers = 0
+    @_spi(Testing) public internal(set) var lastGradientBuffers = 0
 
     /// Buffers taken from a previous pass instead of allocated (diagnostics: an attack loop should reuse).
-    public private(set) var reusedBuffers = 0
+    @_spi(Testing) public private(set) var reusedBuffers = 0
 
     /// Buffers the tape has allocated (forward values, saved tensors, gradients, indices). Once a loop over the
     /// same graph is warm this stops growing: the loop allocates nothing per step (tested).
-    public private(set) var allocatedBuffers = 0
+    @_spi(Testing) public private(set) var allocatedBuffers = 0
 
     // MARK: leaves
 

@@ -96,7 +96,7 @@ public struct RandomizedSmoothing {
 }
 
 /// The few distributions randomized smoothing needs.
-public enum Statistics {
+@_spi(Support) public enum Statistics {
     /// Φ⁻¹(p) by bisection on Φ(x) = erfc(−x/√2)/2 (to 1e-12).
     public static func normalQuantile(_ p: Double) -> Double {
         precondition(p > 0 && p < 1, "normalQuantile needs p in (0, 1)")

@@ -27,7 +27,7 @@ extension AdvKitError: LocalizedError {
 }
 
 /// File reading with clear errors, and atomic writing.
-public enum FileIO {
+@_spi(Support) public enum FileIO {
     /// The whole file; a clear error when it cannot be read. `limit` guards against absurd sizes.
     public static func read(_ path: String, limit: Int = 1 << 34) throws -> Data {
         var isDir: ObjCBool = false

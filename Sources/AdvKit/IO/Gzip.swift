@@ -2,7 +2,7 @@ import CZlib
 import Foundation
 
 /// gzip compression and decompression through zlib.
-public enum Gzip {
+@_spi(Support) public enum Gzip {
     public static func isGzip(_ data: Data) -> Bool { data.count >= 2 && data[data.startIndex] == 0x1f && data[data.startIndex + 1] == 0x8b }
 
     /// Inflates a gzip stream. Stops with an error past `limit` bytes of output (a decompression bomb) and

@@ -2,7 +2,7 @@ import CZlib
 import Foundation
 
 /// PNG files (8-bit grayscale or RGB), deflated by zlib, with zlib's CRC-32 on every chunk.
-public enum PNG {
+@_spi(Support) public enum PNG {
     public struct Image: Equatable {
         public var width: Int, height: Int
         /// 1 (gray) or 3 (RGB).

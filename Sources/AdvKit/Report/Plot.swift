@@ -1,6 +1,6 @@
 /// A line chart drawn into a PNG image: axes, a light grid, tick labels (a built-in 3×5 digit font), one
 /// colour per series. Legends go in the report's text next to the picture.
-public enum Plot {
+enum Plot {
     public struct Series {
         public var name: String
         public var points: [(x: Double, y: Double)]

@@ -12,7 +12,7 @@ public struct TrainingConfiguration: Sendable {
     public var labelSmoothing: Float = 0
     /// Seed of the shuffling (and of anything random a loss does).
     public var seed: UInt64 = 0
-    public var progress: Progress.Style = .automatic
+    public var progress: ProgressReporter.Style = .automatic
 
     public enum OptimizerKind: String, CaseIterable, Sendable { case sgd, adam }
 
@@ -121,7 +121,7 @@ public final class Trainer {
             let started = Date()
             optimizer.learningRate = configuration.schedule.rate(base: configuration.learningRate, epoch: epoch)
             let order = Trainer.permutation(count: train.count, seed: configuration.seed, epoch: epoch)
-            let progress = Progress("epoch \(epoch + 1)/\(configuration.epochs)", total: batches, style: configuration.progress)
+            let progress = ProgressReporter("epoch \(epoch + 1)/\(configuration.epochs)", total: batches, style: configuration.progress)
             var lossSum = 0.0
             for b in 0..<batches {
                 let idx = Array(order[(b * bs)..<Swift.min((b + 1) * bs, train.count)])

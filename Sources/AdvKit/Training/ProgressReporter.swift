@@ -1,8 +1,8 @@
 import Foundation
 
-/// Progress of long work, drawn as a bar on a terminal and as plain lines otherwise (logs, CI, pipes).
+/// ProgressReporter of long work, drawn as a bar on a terminal and as plain lines otherwise (logs, CI, pipes).
 /// Writes to standard error so that standard output stays clean for results.
-public final class Progress {
+public final class ProgressReporter {
     public enum Style: Sendable { case automatic, bar, lines, silent }
 
     private let title: String
@@ -31,20 +31,20 @@ public final class Progress {
             lastDraw = Date()
             let width = 30, filled = Int(fraction * Double(width))
             let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-            Progress.write("\r\(title) [\(bar)] \(Int(fraction * 100))% \(Progress.duration(elapsed)) elapsed, \(Progress.duration(eta)) left \(status)\u{1B}[K")
+            ProgressReporter.write("\r\(title) [\(bar)] \(Int(fraction * 100))% \(ProgressReporter.duration(elapsed)) elapsed, \(ProgressReporter.duration(eta)) left \(status)\u{1B}[K")
         } else {
             let percent = Int(fraction * 100) / 25 * 25  // a line every quarter
             guard percent != lastLinePercent else { return }
             lastLinePercent = percent
-            Progress.write("\(title): \(percent)% (\(done)/\(total)), \(Progress.duration(elapsed)) elapsed, ~\(Progress.duration(eta)) left \(status)\n")
+            ProgressReporter.write("\(title): \(percent)% (\(done)/\(total)), \(ProgressReporter.duration(elapsed)) elapsed, ~\(ProgressReporter.duration(eta)) left \(status)\n")
         }
     }
 
     /// Ends the bar with a final line.
     public func finish(_ message: String) {
         guard style != .silent else { return }
-        if isTerminal { Progress.write("\r\u{1B}[K") }
-        Progress.write("\(title): \(message)\n")
+        if isTerminal { ProgressReporter.write("\r\u{1B}[K") }
+        ProgressReporter.write("\(title): \(message)\n")
     }
 
     static func write(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
