@@ -6,27 +6,10 @@ import Foundation
 struct AdvKitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "advkit",
-        abstract: "Adversarial robustness of image classifiers: train, predict, attack.",
+        abstract: "Adversarial robustness of image classifiers: train, predict, attack, evaluate.",
+        version: AdvKitVersion.string,
         subcommands: [Train.self, Predict.self, AttackCommand.self, Evaluate.self, Merge.self]
     )
-}
-
-/// Runs a command body, turning AdvKit's errors into a clear message and a non-zero exit.
-func reportingErrors(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let e as AdvKitError {
-        throw ValidationFailure(message: e.description)
-    }
-}
-
-struct ValidationFailure: Error, CustomStringConvertible {
-    let message: String
-    var description: String { message }
-}
-
-extension ValidationFailure: LocalizedError {
-    var errorDescription: String? { description }
 }
 
 /// Options shared by every command that reads data.
@@ -57,6 +40,16 @@ struct DataOptions: ParsableArguments {
         case .mnist: return Dataset.mnistClasses
         case .cifar10: return Dataset.cifar10Classes
         }
+    }
+
+    /// What the JSON outputs record about the data.
+    var record: [String: Any] {
+        var r: [String: Any] = ["dataset": images == nil ? dataset.rawValue : "files"]
+        if let images { r["images"] = images }
+        if let labels { r["labels"] = labels }
+        if let dataDir { r["data_dir"] = dataDir }
+        if let limit { r["limit"] = limit }
+        return r
     }
 
     func load(_ split: Dataset.Split) throws -> Dataset {
@@ -106,12 +99,13 @@ struct ModelOptions: ParsableArguments {
 
     var activationValue: Activation { activation == .relu ? .relu : .boundedReLU(breluBound) }
 
-    func make(for data: Dataset, seed: UInt64) -> Model {
-        Model(arch, inputShape: data.imageShape, classes: data.classCount, activation: activationValue, seed: seed)
+    func make(for data: Dataset, seed: UInt64) throws -> Model {
+        try Model.validate(arch, inputShape: data.imageShape, classes: data.classCount)
+        return Model(arch, inputShape: data.imageShape, classes: data.classCount, activation: activationValue, seed: seed)
     }
 
     func load(_ path: String, for data: Dataset) throws -> Model {
-        let m = make(for: data, seed: 0)
+        let m = try make(for: data, seed: 0)
         try m.load(from: path)
         return m
     }
@@ -157,53 +151,67 @@ struct Train: ParsableCommand {
 
     @Option(help: "Training-time defense: \(DefenseName.allCases.map(\.rawValue).joined(separator: ", ")).")
     var defense: DefenseName = .none
-    @Option(help: "Adversarial training / TRADES: the L-inf radius.") var atEps: Float = 0.1
-    @Option(help: "Adversarial training / TRADES: PGD steps (pgd-at, trades).") var atSteps = 7
-    @Option(help: "Adversarial training / TRADES: PGD step size.") var atAlpha: Float = 0.025
-    @Option(help: "Adversarial training: share of the loss on adversarial examples (default 0.5; 1 is Madry's all-adversarial batches).") var atRatio: Float?
-    @Option(help: "TRADES: beta, the weight of the KL term.") var tradesBeta: Float = 6
-    @Option(help: "VAT: xi, the finite-difference radius of the power iteration.") var vatXi: Float = 1e-6
-    @Option(help: "VAT: the L2 radius of the virtual adversarial perturbation.") var vatEps: Float = 2
-    @Option(help: "VAT: power iterations.") var vatIterations = 1
-    @Option(help: "VAT: weight of the smoothness term.") var vatWeight: Float = 1
-    @Option(help: "Label smoothing a (label-smoothing): the target is (1-a) one-hot + a/K.") var smoothing: Float = 0.1
-    @Option(help: "GDA: standard deviation of the noisy copies.") var gdaSigma: Float = 0.3
-    @Option(help: "GDA: noisy copies of every training image.") var gdaCopies = 10
+    @Option(help: "fgsm-at, pgd-at, trades: the L-inf radius, e.g. 0.1 or 8/255. (default: 0.1)") var atEps: PixelAmount?
+    @Option(help: "pgd-at, trades: PGD steps. (default: 7)") var atSteps: Int?
+    @Option(help: "pgd-at, trades: PGD step size. (default: 0.025)") var atAlpha: PixelAmount?
+    @Option(help: "fgsm-at, pgd-at: share of the loss on adversarial examples (1 is Madry's all-adversarial batches). (default: 0.5)") var atRatio: Float?
+    @Option(help: "trades: beta, the weight of the KL term. (default: 6)") var tradesBeta: Float?
+    @Option(help: "vat: xi, the finite-difference radius of the power iteration. (default: 1e-6)") var vatXi: Float?
+    @Option(help: "vat: the L2 radius of the virtual adversarial perturbation. (default: 2)") var vatEps: Float?
+    @Option(help: "vat: power iterations. (default: 1)") var vatIterations: Int?
+    @Option(help: "vat: weight of the smoothness term. (default: 1)") var vatWeight: Float?
+    @Option(help: "label-smoothing: a, the target is (1-a) one-hot + a/K. (default: 0.1)") var smoothing: Float?
+    @Option(help: "gda, gda+brelu: standard deviation of the noisy copies. (default: 0.3)") var gdaSigma: Float?
+    @Option(help: "gda, gda+brelu: noisy copies of every training image. (default: 10)") var gdaCopies: Int?
+
+    /// Which training defenses take each option: one given for another defense is an error, never ignored.
+    private var defenseOptions: [(flag: String, given: Bool, takenBy: [DefenseName])] {
+        [("--at-eps", atEps != nil, [.fgsmAT, .pgdAT, .trades]), ("--at-steps", atSteps != nil, [.pgdAT, .trades]),
+         ("--at-alpha", atAlpha != nil, [.pgdAT, .trades]), ("--at-ratio", atRatio != nil, [.fgsmAT, .pgdAT]),
+         ("--trades-beta", tradesBeta != nil, [.trades]), ("--vat-xi", vatXi != nil, [.vat]),
+         ("--vat-eps", vatEps != nil, [.vat]), ("--vat-iterations", vatIterations != nil, [.vat]),
+         ("--vat-weight", vatWeight != nil, [.vat]), ("--smoothing", smoothing != nil, [.labelSmoothing]),
+         ("--gda-sigma", gdaSigma != nil, [.gda, .gdaBrelu]), ("--gda-copies", gdaCopies != nil, [.gda, .gdaBrelu])]
+    }
 
     func validate() throws {
         if epochs < 1 { throw ValidationError("--epochs must be >= 1, got \(epochs)") }
         if batchSize < 1 { throw ValidationError("--batch-size must be >= 1, got \(batchSize)") }
         if !(lr.isFinite && lr > 0) { throw ValidationError("--lr must be > 0, got \(lr)") }
         if let trainLimit, trainLimit < 1 { throw ValidationError("--train-limit must be >= 1, got \(trainLimit)") }
-        if !(smoothing >= 0 && smoothing < 1) { throw ValidationError("--smoothing must be in [0, 1), got \(smoothing)") }
-        if !(gdaSigma.isFinite && gdaSigma >= 0) { throw ValidationError("--gda-sigma must be >= 0, got \(gdaSigma)") }
-        if gdaCopies < 0 { throw ValidationError("--gda-copies must be >= 0, got \(gdaCopies)") }
-        if [.brelu, .gdaBrelu].contains(defense) && model.activation == .relu && model.breluBound <= 0 {
-            throw ValidationError("--brelu-bound must be > 0")
+        for o in defenseOptions where o.given && !o.takenBy.contains(defense) {
+            throw ValidationError("\(o.flag) does not apply to --defense \(defense.rawValue); it is taken by --defense \(o.takenBy.map(\.rawValue).joined(separator: ", "))")
         }
+        let a = smoothing ?? 0.1
+        if !(a >= 0 && a < 1) { throw ValidationError("--smoothing must be in [0, 1), got \(a)") }
+        let sigma = gdaSigma ?? 0.3
+        if !(sigma.isFinite && sigma >= 0) { throw ValidationError("--gda-sigma must be >= 0, got \(sigma)") }
+        if (gdaCopies ?? 10) < 0 { throw ValidationError("--gda-copies must be >= 0, got \(gdaCopies ?? 10)") }
+        try trainingDefense?.validate()
     }
 
     var trainingDefense: TrainingDefense? {
         switch defense {
-        case .fgsmAT: return .fgsm(epsilon: atEps, ratio: atRatio ?? 0.5)
-        case .pgdAT: return .pgd(epsilon: atEps, steps: atSteps, alpha: atAlpha, ratio: atRatio ?? 0.5)
-        case .trades: return .trades(epsilon: atEps, steps: atSteps, alpha: atAlpha, beta: tradesBeta)
-        case .vat: return .vat(xi: vatXi, epsilon: vatEps, iterations: vatIterations, weight: vatWeight)
+        case .fgsmAT: return .fgsm(epsilon: atEps?.value ?? 0.1, ratio: atRatio ?? 0.5)
+        case .pgdAT: return .pgd(epsilon: atEps?.value ?? 0.1, steps: atSteps ?? 7, alpha: atAlpha?.value ?? 0.025, ratio: atRatio ?? 0.5)
+        case .trades: return .trades(epsilon: atEps?.value ?? 0.1, steps: atSteps ?? 7, alpha: atAlpha?.value ?? 0.025, beta: tradesBeta ?? 6)
+        case .vat: return .vat(xi: vatXi ?? 1e-6, epsilon: vatEps ?? 2, iterations: vatIterations ?? 1, weight: vatWeight ?? 1)
         case .none, .labelSmoothing, .gda, .brelu, .gdaBrelu: return nil
         }
     }
 
     func run() throws {
         try reportingErrors {
+            try OutputPath.checkFile(out, option: "--out")
             threads.apply()
             var train = try data.load(.train).prefix(trainLimit)
             let test = try data.load(.test)
             if [.gda, .gdaBrelu].contains(defense) {
-                train = try train.gaussianAugmented(sigma: gdaSigma, copies: gdaCopies, seed: seed)
+                train = try train.gaussianAugmented(sigma: gdaSigma ?? 0.3, copies: gdaCopies ?? 10, seed: seed)
             }
             var network = model
             if [.brelu, .gdaBrelu].contains(defense) { network.activation = .brelu }
-            let m = network.make(for: train, seed: seed)
+            let m = try network.make(for: train, seed: seed)
             var config = TrainingConfiguration()
             config.epochs = epochs
             config.batchSize = batchSize
@@ -211,7 +219,7 @@ struct Train: ParsableCommand {
             config.optimizer = optimizer
             config.seed = seed
             config.progress = quiet ? .silent : .automatic
-            if defense == .labelSmoothing { config.labelSmoothing = smoothing }
+            if defense == .labelSmoothing { config.labelSmoothing = smoothing ?? 0.1 }
             let trainer = Trainer(model: m, configuration: config)
             if let d = trainingDefense {
                 try d.validate()
@@ -235,27 +243,32 @@ struct Predict: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
 
     @Option(name: .customLong("model"), help: "The model (.safetensors).") var modelPath: String
-    @Option(help: "Write accuracy, predictions and confidences as JSON to this file.") var json: String?
+    @Option(help: "Write accuracy, predictions, confidences and logits as JSON to this file.") var json: String?
 
     func run() throws {
         try reportingErrors {
+            if let json { try OutputPath.checkFile(json, option: "--json") }
             threads.apply()
             let test = try data.load(.test)
             let m = try network.load(modelPath, for: test)
-            let (classes, confidences) = m.predict(test.images)
+            let logits = m.logits(test.images)
+            let z = logits.scalars, k = m.classCount
+            let classes = logits.argmaxRows()
+            // Softmax probability of the predicted class: 1 / Σ exp(z_j − z_max).
+            let confidences = classes.enumerated().map { i, c -> Float in
+                let row = z[(i * k)..<(i * k + k)]
+                return Float(1 / row.reduce(0.0) { $0 + exp(Double($1 - z[i * k + c])) })
+            }
             let correct = zip(classes, test.labels).filter { $0 == Int($1) }.count
             let accuracy = test.count > 0 ? Double(correct) / Double(test.count) : 0
             print(String(format: "accuracy %.2f%% (%d of %d images)", accuracy * 100, correct, test.count))
             if let json {
+                let rows = (0..<test.count).map { i in (0..<k).map { Double(z[i * k + $0]) } }
                 try writeJSON(["accuracy": accuracy, "images": test.count, "predictions": classes,
-                               "confidences": confidences.map(Double.init)], to: json)
+                               "confidences": confidences.map(Double.init), "logits": rows,
+                               "model": try modelRecord(path: modelPath, arch: network.arch.rawValue), "data": data.record,
+                               "threads": Parallelism.threads, "advkit_version": AdvKitVersion.string], to: json)
             }
         }
     }
-}
-
-/// Writes a JSON object atomically (sorted keys, pretty-printed).
-func writeJSON(_ object: [String: Any], to path: String) throws {
-    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
-    try FileIO.writeAtomically(data, to: path)
 }

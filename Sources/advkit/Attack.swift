@@ -2,8 +2,47 @@ import AdvKit
 import ArgumentParser
 import Foundation
 
+/// The attacks of `advkit attack`, each with the options it takes and the norms it runs in: one definition,
+/// used to build the attack, to refuse options that do not apply, and to write the help.
 enum AttackName: String, ExpressibleByArgument, CaseIterable {
     case fgsm, fgsmLL = "fgsm-ll", bim, mifgsm, rfgsm, pgd, apgd, jsma, deepfool, cw
+
+    /// The options this attack reads (besides the general ones: data, model, goal, seed, batch size, outputs).
+    var options: Set<AttackOption> {
+        switch self {
+        case .fgsm, .fgsmLL: return [.eps, .norm]
+        case .bim: return [.eps, .norm, .steps, .alpha]
+        case .mifgsm: return [.eps, .norm, .steps, .alpha]
+        case .rfgsm: return [.eps, .norm, .alpha]
+        case .pgd: return [.eps, .norm, .steps, .alpha, .restarts, .noRandomStart]
+        case .apgd: return [.eps, .norm, .steps]
+        case .jsma: return [.theta, .gamma]
+        case .deepfool: return [.norm, .steps, .overshoot]
+        case .cw: return [.norm, .steps, .kappa, .cwConstant, .searchSteps, .cwLr]
+        }
+    }
+
+    /// The norms it runs in; the first is the default.
+    var norms: [Norm] {
+        switch self {
+        case .fgsm, .fgsmLL, .bim, .pgd, .apgd: return [.linf, .l2]
+        case .deepfool: return [.l2, .linf]
+        case .mifgsm, .rfgsm: return [.linf]
+        case .jsma: return []  // an L0 attack: no ball
+        case .cw: return [.l2]
+        }
+    }
+}
+
+/// An attack-specific option of `advkit attack`, by its flag.
+enum AttackOption: String, CaseIterable {
+    case eps, norm, steps, alpha, restarts, overshoot, theta, gamma, kappa, cwConstant = "cw-constant"
+    case searchSteps = "search-steps", cwLr = "cw-lr", noRandomStart = "no-random-start"
+
+    var flag: String { "--" + rawValue }
+
+    /// The attacks that take this option.
+    var takenBy: [AttackName] { AttackName.allCases.filter { $0.options.contains(self) } }
 }
 
 extension Norm: ExpressibleByArgument {}
@@ -11,7 +50,12 @@ extension Norm: ExpressibleByArgument {}
 struct AttackCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "attack",
-        abstract: "Attack a model: write adversarial images (float32 IDX) and print clean and robust accuracy.")
+        abstract: "Attack a model: write adversarial images (float32 IDX) and print clean and robust accuracy.",
+        discussion: """
+        An option that the chosen attack does not take is an error. Epsilons and step sizes are in [0,1] pixel units \
+        and may be written as fractions: --eps 8/255. --json records every effective setting (defaults included), \
+        the model file's SHA-256 and AdvKit's version.
+        """)
 
     @OptionGroup var data: DataOptions
     @OptionGroup var network: ModelOptions
@@ -20,55 +64,78 @@ struct AttackCommand: ParsableCommand {
 
     @Option(name: .customLong("model"), help: "The model (.safetensors).") var modelPath: String
     @Option(help: "The attack: \(AttackName.allCases.map(\.rawValue).joined(separator: ", ")).") var attack: AttackName
-    @Option(help: "Radius of the threat model's ball.") var eps: Float = 0.1
-    @Option(help: "Norm: linf or l2 (pgd: the ball, default linf; deepfool: the distance, default l2).") var norm: Norm?
-    @Option(help: "Iterations (bim, mifgsm, pgd).") var steps: Int?
-    @Option(help: "Step size (bim, mifgsm, rfgsm, pgd).") var alpha: Float?
-    @Option(help: "Random restarts, keeping each image's worst case (pgd).") var restarts = 1
-    @Option(help: "Overshoot of the total perturbation (deepfool).") var overshoot: Float = 0.02
-    @Option(help: "Change per pixel, theta (jsma).") var theta: Float = 1
-    @Option(help: "Largest fraction of pixels changed, gamma (jsma).") var gamma: Float = 0.1
-    @Option(help: "Confidence margin kappa (cw).") var kappa: Float = 0
-    @Option(help: "Initial constant c (cw).") var cwConstant: Float = 1
-    @Option(help: "Binary search steps over c (cw).") var searchSteps = 5
-    @Option(help: "Learning rate of Adam (cw).") var cwLr: Float = 0.1
-    @Flag(help: "No random start (pgd).") var noRandomStart = false
+    @Option(help: "Radius of the threat model's ball, e.g. 0.1 or 8/255 (fgsm, fgsm-ll, bim, mifgsm, rfgsm, pgd, apgd). (default: 0.1)")
+    var eps: PixelAmount?
+    @Option(help: "Norm: linf or l2 (fgsm, fgsm-ll, bim, pgd, apgd: default linf; deepfool: default l2, or linf; cw: l2 only; mifgsm, rfgsm: linf only).")
+    var norm: Norm?
+    @Option(help: "Iterations (bim: Kurakin's rule min(eps*255+4, 1.25*eps*255), 30 at eps 0.1, or 10 for l2; mifgsm 10; pgd 40; apgd 100; deepfool 50; cw 100 per search step).")
+    var steps: Int?
+    @Option(help: "Step size, e.g. 0.01 or 2/255 (bim: eps/10, l2 eps/4; mifgsm: eps/steps; rfgsm: eps/2; pgd: 2.5*eps/steps).")
+    var alpha: PixelAmount?
+    @Option(help: "Random restarts, keeping each image's worst case (pgd). (default: 1)") var restarts: Int?
+    @Option(help: "Overshoot of the total perturbation (deepfool). (default: 0.02)") var overshoot: Float?
+    @Option(help: "Change per pixel, theta (jsma). (default: 1)") var theta: Float?
+    @Option(help: "Largest fraction of pixels changed, gamma (jsma). (default: 0.1)") var gamma: Float?
+    @Option(help: "Confidence margin kappa (cw). (default: 0)") var kappa: Float?
+    @Option(help: "Initial constant c (cw). (default: 1)") var cwConstant: Float?
+    @Option(help: "Binary search steps over c (cw). (default: 5)") var searchSteps: Int?
+    @Option(help: "Learning rate of Adam (cw). (default: 0.1)") var cwLr: Float?
+    @Flag(help: "No random start (pgd; default: a uniform random start in the ball).") var noRandomStart = false
     @Flag(help: "Targeted: make the model predict --target-class.") var targeted = false
     @Option(help: "The class a targeted attack aims for.") var targetClass: Int?
     @Option(help: "Seed of every random choice.") var seed: UInt64 = 0
     @Option(help: "Images per batch.") var batchSize = 128
     @Option(help: "Where to write the adversarial images (float32 IDX, type 0x0D).") var out: String
-    @Option(help: "Write the metrics and per-image results as JSON to this file.") var json: String?
+    @Option(help: "Write the metrics, every effective setting and the per-image results as JSON to this file.") var json: String?
     @Flag(help: "No progress output.") var quiet = false
 
+    /// Whether each attack-specific option was given on the command line.
+    private var given: [AttackOption: Bool] {
+        [.eps: eps != nil, .norm: norm != nil, .steps: steps != nil, .alpha: alpha != nil, .restarts: restarts != nil,
+         .overshoot: overshoot != nil, .theta: theta != nil, .gamma: gamma != nil, .kappa: kappa != nil,
+         .cwConstant: cwConstant != nil, .searchSteps: searchSteps != nil, .cwLr: cwLr != nil, .noRandomStart: noRandomStart]
+    }
+
     func validate() throws {
-        if !(eps.isFinite && eps >= 0) { throw ValidationError("--eps must be a number >= 0, got \(eps)") }
+        for option in AttackOption.allCases where given[option] == true && !attack.options.contains(option) {
+            throw ValidationError("\(option.flag) does not apply to --attack \(attack.rawValue); it is taken by \(option.takenBy.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let norm, !attack.norms.contains(norm) {
+            throw ValidationError("--attack \(attack.rawValue) runs in \(attack.norms.map(\.rawValue).joined(separator: " or ")) only, not --norm \(norm.rawValue)")
+        }
+        if let eps, !(eps.value >= 0) { throw ValidationError("--eps must be >= 0, got \(eps)") }
         if let steps, steps < 1 { throw ValidationError("--steps must be >= 1, got \(steps)") }
-        if let alpha, !(alpha.isFinite && alpha >= 0) { throw ValidationError("--alpha must be a number >= 0, got \(alpha)") }
-        if restarts < 1 { throw ValidationError("--restarts must be >= 1, got \(restarts)") }
+        if let alpha, !(alpha.value >= 0) { throw ValidationError("--alpha must be >= 0, got \(alpha)") }
+        if let restarts, restarts < 1 { throw ValidationError("--restarts must be >= 1, got \(restarts)") }
         if batchSize < 1 { throw ValidationError("--batch-size must be >= 1, got \(batchSize)") }
         if targeted && targetClass == nil { throw ValidationError("--targeted needs --target-class K") }
         if !targeted && targetClass != nil { throw ValidationError("--target-class needs --targeted") }
         if targeted && attack == .fgsmLL { throw ValidationError("fgsm-ll chooses its own target (the least likely class): drop --targeted") }
+        try makeAttack().validate()
     }
 
+    /// The attack with every setting resolved: what was given, else the attack's default.
     func makeAttack() -> Attack {
+        let eps = self.eps?.value ?? 0.1, alpha = self.alpha?.value
+        let norm = self.norm ?? attack.norms.first ?? .linf
         switch attack {
-        case .fgsm, .fgsmLL: return FGSM(epsilon: eps)
-        case .bim: return BIM(epsilon: eps, alpha: alpha, steps: steps)
+        case .fgsm, .fgsmLL: return FGSM(epsilon: eps, norm: norm)
+        case .bim: return BIM(epsilon: eps, alpha: alpha, steps: steps, norm: norm)
         case .mifgsm: return BIM.momentum(epsilon: eps, alpha: alpha, steps: steps ?? 10)
         case .rfgsm: return RFGSM(epsilon: eps, alpha: alpha)
-        case .pgd: return PGD(epsilon: eps, alpha: alpha, steps: steps ?? 40, norm: norm ?? .linf, randomStart: !noRandomStart, restarts: restarts)
-        case .apgd: return APGD(epsilon: eps, steps: steps ?? 100, norm: norm ?? .linf)
-        case .jsma: return JSMA(theta: theta, gamma: gamma)
-        case .deepfool: return DeepFool(steps: steps ?? 50, overshoot: overshoot, norm: norm ?? .l2)
-        case .cw: return CarliniWagnerL2(confidence: kappa, initialConstant: cwConstant, binarySearchSteps: searchSteps,
-                                        steps: steps ?? 100, learningRate: cwLr)
+        case .pgd: return PGD(epsilon: eps, alpha: alpha, steps: steps ?? 40, norm: norm, randomStart: !noRandomStart, restarts: restarts ?? 1)
+        case .apgd: return APGD(epsilon: eps, steps: steps ?? 100, norm: norm)
+        case .jsma: return JSMA(theta: theta ?? 1, gamma: gamma ?? 0.1)
+        case .deepfool: return DeepFool(steps: steps ?? 50, overshoot: overshoot ?? 0.02, norm: norm)
+        case .cw: return CarliniWagnerL2(confidence: kappa ?? 0, initialConstant: cwConstant ?? 1, binarySearchSteps: searchSteps ?? 5,
+                                        steps: steps ?? 100, learningRate: cwLr ?? 0.1)
         }
     }
 
     func run() throws {
         try reportingErrors {
+            try OutputPath.checkFile(out, option: "--out")
+            if let json { try OutputPath.checkFile(json, option: "--json") }
             threads.apply()
             let test = try data.load(.test)
             let model = try network.load(modelPath, for: test)
@@ -79,38 +146,48 @@ struct AttackCommand: ParsableCommand {
             var a = makeAttack()
             if defenses.defense == .detector && !defenses.oblivious {
                 // The adaptive attack on a guarded model: one loss for the model and the detector.
-                guard case .linf = norm ?? .linf, [.pgd, .bim, .fgsm].contains(attack) else {
-                    throw AdvKitError.invalidArgument("--defense detector attacks adaptively with PGD (L-inf): use --attack pgd, or --oblivious")
+                guard attack == .pgd, (norm ?? .linf) == .linf else {
+                    throw AdvKitError.invalidArgument("--defense detector is attacked adaptively by detector-aware PGD (L-inf): use --attack pgd, or --oblivious")
+                }
+                guard restarts == nil, !noRandomStart else {
+                    throw AdvKitError.invalidArgument("the detector-aware PGD runs one random start: drop --restarts and --no-random-start, or use --oblivious")
                 }
                 let det = try defenses.detectorNetwork(for: model, attack: makeAttack(), train: try data.load(.train), seed: seed, quiet: quiet)
-                a = DetectorAwarePGD(detector: det, epsilon: eps, alpha: alpha ?? 0.01, steps: steps ?? 40, lambda: defenses.detectorLambda)
+                a = DetectorAwarePGD(detector: det, epsilon: eps?.value ?? 0.1, alpha: alpha?.value ?? 0.01, steps: steps ?? 40,
+                                     lambda: defenses.detectorLambdaValue)
             }
             let target = try defenses.target(model, seed: seed)
             let result = try a.run(target, images: test.images, labels: test.labels, goal: goal, seed: seed,
                                    batchSize: batchSize, progress: quiet ? .silent : .automatic)
             try IDX.write(result.adversarial, to: out)
             func fmt(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "-" }
-            let usesEps = ![.jsma, .deepfool, .cw].contains(attack)
+            let usesEps = attack.options.contains(.eps)
+            let ran = a.settings
+            let ball = usesEps ? ", \(ran["norm"].map { "\($0) " } ?? "")eps \(eps?.text ?? "0.1")" : ""
             print(String(format: "%@ (%@%@) on %d images: clean accuracy %.2f%%, robust accuracy %.2f%%, success rate %.2f%%",
-                         attack.rawValue, goal.description, usesEps ? String(format: ", eps %g", eps) : "", test.count, result.cleanAccuracy * 100,
+                         a.name, goal.description, ball, test.count, result.cleanAccuracy * 100,
                          result.robustAccuracy * 100, result.successRate * 100))
             print("perturbation of successful images: median L2 \(fmt(result.medianL2)), median Linf \(fmt(result.medianLinf)), mean L2 \(fmt(result.meanL2)); \(String(format: "%.1f", result.seconds))s; wrote \(out)")
             let defenseMetrics = try defenses.evaluate(model: model, test: test, adversarial: result.adversarial, attack: makeAttack(),
                                                        train: { try data.load(.train) }, seed: seed, quiet: quiet)
             if let json {
-                var settings: [String: Any] = ["attack": attack.rawValue, "eps": usesEps ? eps as Any : NSNull(), "norm": (norm ?? (attack == .deepfool ? .l2 : .linf)).rawValue, "goal": goal.description,
-                                               "batch_size": batchSize, "model": modelPath, "arch": network.arch.rawValue,
-                                               "images": test.count, "threads": Parallelism.threads]
-                if let steps { settings["steps"] = steps }
-                if let alpha { settings["alpha"] = alpha }
-                if attack == .pgd { settings["restarts"] = restarts; settings["random_start"] = !noRandomStart }
+                var settings: [String: Any] = a.settings.mapValues(\.jsonObject)
+                settings["attack"] = a.name
+                settings["goal"] = goal.description
                 if let targetClass { settings["target_class"] = targetClass }
+                settings["batch_size"] = batchSize
+                settings["images"] = test.count
+                settings["threads"] = Parallelism.threads
+                settings["seed"] = seed
+                if let e = eps { settings["eps_given_as"] = e.text }
                 let perImage = try JSONSerialization.jsonObject(with: JSONEncoder().encode(result.outcomes))
                 try writeJSON(["clean_accuracy": result.cleanAccuracy, "robust_accuracy": result.robustAccuracy,
                                "success_rate": result.successRate, "median_l2": result.medianL2 as Any,
                                "median_linf": result.medianLinf as Any, "mean_l2": result.meanL2 as Any,
                                "settings": settings, "seed": seed, "seconds": result.seconds, "per_image": perImage,
-                               "defense": defenseMetrics], to: json)
+                               "model": try modelRecord(path: modelPath, arch: network.arch.rawValue),
+                               "data": data.record, "advkit_version": AdvKitVersion.string,
+                               "defense": defenseMetrics.merging(defenses.settings) { a, _ in a }], to: json)
             }
         }
     }

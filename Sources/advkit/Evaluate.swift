@@ -10,8 +10,8 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Folder of the dataset's files (default for fashion-mnist: Debian's /usr/share/datasets/fashion-mnist).") var dataDir: String?
     @Option(help: "Defenses, comma-separated (default all: \(EvaluationSettings.allDefenses.joined(separator: ","))).") var defenses: String?
     @Option(help: "Attacks, comma-separated (default fgsm,pgd,deepfool,cw; --quick: fgsm,pgd,deepfool).") var attacks: String?
-    @Option(help: "Epsilons of the curves, comma-separated (at least 2).") var eps: String?
-    @Option(help: "The L-inf epsilon of the tables.") var tableEps: Float = 0.1
+    @Option(help: "Epsilons of the curves, comma-separated, decimals or fractions (0,2/255,4/255,8/255); at least 2.") var eps: String?
+    @Option(help: "The L-inf epsilon of the tables, e.g. 0.1 or 8/255.") var tableEps: PixelAmount = PixelAmount(0.1)
     @Option(help: "Test images attacked (default 500; --quick 200).") var limit: Int?
     @Option(help: "Training images per model (default 20000; --quick 6000).") var trainImages: Int?
     @Option(help: "Training epochs per model (default 2; --quick 1).") var epochs: Int?
@@ -42,15 +42,10 @@ struct Evaluate: ParsableCommand {
         s.dataset = dataset.rawValue
         s.seed = seed
         s.threat = threat
-        s.epsilon = tableEps
+        s.epsilon = tableEps.value
         if let defenses { s.defenses = defenses.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         if let attacks { s.attacks = attacks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-        if let eps {
-            s.epsilons = try eps.split(separator: ",").map {
-                guard let v = Float($0.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("--eps: '\($0)' is not a number") }
-                return v
-            }
-        }
+        if let eps { s.epsilons = try PixelAmount.parseList(eps, option: "--eps") }
         if let limit { s.limit = limit }
         if let trainImages { s.trainImages = trainImages }
         if let epochs { s.epochs = epochs }
@@ -66,6 +61,7 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try OutputPath.checkDirectory(out, option: "--out")
             threads.apply()
             let s = try settings()
             let train = try loadDataset(dataset, dataDir: dataDir, split: .train)
@@ -107,6 +103,7 @@ struct Merge: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try OutputPath.checkDirectory(out, option: "--out")
             let merged = try ReportWriter.merge(shards, into: out)
             print("merged \(shards.count) shard(s), \(merged.models.count) defenses, into \(out)/ (results.json, report.md, report.html, pictures)")
         }

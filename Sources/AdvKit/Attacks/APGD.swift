@@ -14,6 +14,10 @@ public struct APGD: Attack {
     public var norm: Norm
     public var rho: Float = 0.75
     public var name: String { "apgd-ce" }
+    public var settings: [String: SettingValue] {
+        ["epsilon": .float(epsilon), "steps": .int(steps), "norm": .string(norm.rawValue), "rho": .float(rho),
+         "random_start": .bool(true), "restarts": .int(1)]
+    }
 
     public init(epsilon: Float = 0.1, steps: Int = 100, norm: Norm = .linf) {
         self.epsilon = epsilon
@@ -35,18 +39,17 @@ public struct APGD: Attack {
     public func perturb(_ model: Classifier, _ batch: AttackBatch) -> Tensor {
         let n = batch.count, d = batch.images.shape.itemCount
         let loss = AttackLoss()
-        let pgd = PGD(epsilon: epsilon, alpha: 0, steps: 1, norm: norm, randomStart: true)
-        var x = pgd.start(batch, restart: 0)
+        var x = PGD(epsilon: epsilon, alpha: 0, steps: 1, norm: norm, randomStart: true).start(batch, restart: 0)
         var eta = [Float](repeating: 2 * epsilon, count: n)
         let marks = APGD.checkpoints(steps)
         var e = loss.evaluate(model, x, batch)
-        var lossNow = sign(e.losses, batch)
-        var best = x, bestLoss = lossNow
-        var reachedBest = batch.reached(e.logits)
+        var lossNow = batch.ascending(e.losses)
+        var worst = WorstCase(x)
+        worst.offer(x, losses: lossNow, reached: batch.reached(e.logits))
         var previous = x
         var increases = [Int](repeating: 0, count: n)
         var lastMark = 0
-        var etaAtMark = eta, bestAtMark = bestLoss
+        var etaAtMark = eta, bestAtMark = worst.losses
         for k in 0..<steps {
             let a: Float = k == 0 ? 1 : 0.75
             // z = Π(x + η·s(g)), per-image η
@@ -63,59 +66,38 @@ public struct APGD: Attack {
                     for j in 0..<d { zp[i * d + j] += f * gp[i * d + j] }
                 }
             }
-            project(&z, batch)
+            norm.project(&z, origin: batch.images, epsilon: epsilon, bounds: batch.bounds)
             var next = x
             next.makeUnique()
             let np = next.storage.pointer, xp = x.storage.pointer, pp = previous.storage.pointer
             for j in 0..<(n * d) { np[j] = xp[j] + a * (zp[j] - xp[j]) + (1 - a) * (xp[j] - pp[j]) }
-            project(&next, batch)
+            norm.project(&next, origin: batch.images, epsilon: epsilon, bounds: batch.bounds)
             previous = x
             x = next
             e = loss.evaluate(model, x, batch)
-            let l = sign(e.losses, batch)
-            let reached = batch.reached(e.logits)
-            best.makeUnique()
-            for i in 0..<n {
-                if l[i] > lossNow[i] { increases[i] += 1 }
-                lossNow[i] = l[i]
-                if !reachedBest[i] && (reached[i] || l[i] > bestLoss[i]) {
-                    bestLoss[i] = l[i]
-                    reachedBest[i] = reached[i]
-                    (best.storage.pointer + i * d).update(from: x.storage.pointer + i * d, count: d)
-                }
-            }
+            let l = batch.ascending(e.losses)
+            for i in 0..<n where l[i] > lossNow[i] { increases[i] += 1 }
+            lossNow = l
+            worst.offer(x, losses: l, reached: batch.reached(e.logits))
             if marks.contains(k + 1) {
                 let window = k + 1 - lastMark
                 for i in 0..<n {
                     let fewIncreases = Float(increases[i]) < rho * Float(window)
-                    let stalled = etaAtMark[i] == eta[i] && bestAtMark[i] == bestLoss[i]
+                    let stalled = etaAtMark[i] == eta[i] && bestAtMark[i] == worst.losses[i]
                     if fewIncreases || stalled {
                         eta[i] /= 2
                         // Restart this image from its best point.
                         x.makeUnique()
-                        (x.storage.pointer + i * d).update(from: best.storage.pointer + i * d, count: d)
+                        (x.storage.pointer + i * d).update(from: worst.images.storage.pointer + i * d, count: d)
                     }
                     increases[i] = 0
                 }
                 etaAtMark = eta
-                bestAtMark = bestLoss
+                bestAtMark = worst.losses
                 lastMark = k + 1
                 e = loss.evaluate(model, x, batch)
             }
         }
-        return best
-    }
-
-    private func sign(_ losses: Tensor, _ batch: AttackBatch) -> [Float] {
-        let s: Float = batch.targets == nil ? 1 : -1
-        return losses.scalars.map { $0 * s }
-    }
-
-    private func project(_ x: inout Tensor, _ batch: AttackBatch) {
-        if norm == .linf {
-            Kernels.projectLinf(&x, origin: batch.images, epsilon: epsilon, lo: batch.bounds.lo, hi: batch.bounds.hi)
-        } else {
-            Kernels.projectL2(&x, origin: batch.images, epsilon: epsilon, lo: batch.bounds.lo, hi: batch.bounds.hi)
-        }
+        return worst.images
     }
 }

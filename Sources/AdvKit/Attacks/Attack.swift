@@ -13,6 +13,14 @@ public protocol Classifier: AnyObject {
 extension Model: Classifier {}
 
 extension Classifier {
+    /// Throws a clear error unless `images` is a batch (N, C, H, W) of this model's image shape.
+    public func checkImages(_ images: Tensor) throws {
+        guard images.shape.rank == 4, Shape(Array(images.shape.dims.dropFirst())) == inputShape else {
+            let got = images.shape.rank == 4 ? "\(Shape(Array(images.shape.dims.dropFirst())))" : "a batch of shape \(images.shape)"
+            throw AdvKitError.invalidData("the model takes images of shape \(inputShape) (C, H, W), got \(got)")
+        }
+    }
+
     /// Logits in inference mode, without keeping a tape.
     public func logits(of images: Tensor, batchSize: Int = 256) -> Tensor {
         let tape = Tape(mode: .inference)
@@ -170,6 +178,18 @@ public struct AttackBatch {
     public var seed: UInt64
 
     /// The class each image's loss is taken against: the target when targeted, else the label.
+    /// A batch as an attack's `perturb` sees it; `run` builds these, tests and custom drivers may too.
+    public init(images: Tensor, labels: [Int32], targets: [Int32]? = nil, goal: Goal = .untargeted,
+                bounds: PixelBounds = .unit, offset: Int = 0, seed: UInt64 = 0) {
+        self.images = images
+        self.labels = labels
+        self.targets = targets
+        self.goal = goal
+        self.bounds = bounds
+        self.offset = offset
+        self.seed = seed
+    }
+
     public var lossClasses: [Int32] { targets ?? labels }
     public var count: Int { labels.count }
 }
@@ -179,6 +199,8 @@ public struct AttackBatch {
 public protocol Attack {
     /// A short name ("pgd").
     var name: String { get }
+    /// Every setting that shapes the result, defaults included (recorded in JSON as it ran).
+    var settings: [String: SettingValue] { get }
     /// Checks the settings; throws a clear error naming the bad one.
     func validate() throws
     /// Adversarial images for one batch, inside the bounds and the attack's ball.
@@ -227,9 +249,7 @@ extension Attack {
         guard images.shape.rank == 4, images.shape[0] == labels.count else {
             throw AdvKitError.invalidData("\(labels.count) labels for images of shape \(images.shape)")
         }
-        guard images.shape.itemCount == model.inputShape.count, images.shape[1] == model.inputShape[0] else {
-            throw AdvKitError.invalidData("the model takes images of shape \(model.inputShape), got \(Shape(Array(images.shape.dims.dropFirst())))")
-        }
+        try model.checkImages(images)
         if let bad = labels.firstIndex(where: { $0 < 0 || Int($0) >= model.classCount }) {
             throw AdvKitError.invalidData("label \(bad) is \(labels[bad]), outside [0, \(model.classCount))")
         }
@@ -276,14 +296,8 @@ enum AttackOutcomes {
         let k = cleanLogits.shape[1]
         return (0..<labels.count).map { i in
             let y = Int(labels[i]), t = targets.map { Int($0[i]) }
-            var success: Bool
-            if let t {
-                let z = advLogits.row(i)
-                let other = z.enumerated().filter { $0.offset != t }.map(\.element).max() ?? -.infinity
-                success = ap[i] == t && z[t] - other >= margin && t != y
-            } else {
-                success = ap[i] != y
-            }
+            var success = Goal.isReached(advLogits.storage.pointer + i * k, classes: k, label: y, target: t, margin: margin)
+            if let t { success = success && t != y }
             success = success && cp[i] == y  // an image the model already got wrong is not the attack's success
             return AttackOutcome(label: y, target: t, success: success, cleanPrediction: cp[i],
                                  cleanConfidence: pc.storage.pointer[i * k + cp[i]], adversarialPrediction: ap[i],
@@ -298,47 +312,32 @@ enum AttackOutcomes {
 /// Untargeted: the cross-entropy of the true class (ascend: move away from it). Targeted: minus the
 /// cross-entropy of the target (ascend: move towards it). Per-sample losses, so each image's gradient is its
 /// own loss's.
-final class AttackLoss {
+public final class AttackLoss {
     let tape = Tape(mode: .inference)
     private var ones = Tensor(zeros: [0])
 
-    struct Evaluation {
-        var gradient: Tensor
-        var logits: Tensor
-        var losses: Tensor
+    public init() {}
+
+    /// The input gradient of the per-image losses (each image's own), the logits and the losses at the point.
+    public struct Evaluation {
+        public var gradient: Tensor
+        public var logits: Tensor
+        public var losses: Tensor
     }
 
     /// Loss and input gradient at `x` for `batch`'s goal. The tape is reset afterwards, so `x` can be updated
     /// in place without a copy.
-    func evaluate(_ model: Classifier, _ x: Tensor, _ batch: AttackBatch) -> Evaluation {
+    public func evaluate(_ model: Classifier, _ x: Tensor, _ batch: AttackBatch) -> Evaluation {
         tape.reset()
         let v = tape.input(x)
         let logits = model(v)
         let ce = tape.crossEntropy(logits, labels: batch.lossClasses)
-        let sign: Float = batch.targets == nil ? 1 : -1
+        let sign = batch.ascentSign
         if ones.count != batch.count || ones.storage.pointer[0] != sign { ones = Tensor(repeating: sign, shape: [batch.count]) }
         let g = tape.gradient(of: ce, seed: ones, wrt: v)
         let e = Evaluation(gradient: g, logits: logits.value, losses: ce.value)
         tape.reset()
         return e
-    }
-}
-
-extension AttackBatch {
-    /// Per image: has `logits` reached the goal (wrong class, or the target with the margin)?
-    func reached(_ logits: Tensor) -> [Bool] {
-        let k = logits.shape[1]
-        let p = logits.storage.pointer
-        return (0..<count).map { i in
-            var best = 0
-            for j in 1..<k where p[i * k + j] > p[i * k + best] { best = j }
-            if let t = targets.map({ Int($0[i]) }) {
-                var other = -Float.infinity
-                for j in 0..<k where j != t { other = max(other, p[i * k + j]) }
-                return best == t && p[i * k + t] - other >= goal.margin
-            }
-            return best != Int(labels[i])
-        }
     }
 }
 

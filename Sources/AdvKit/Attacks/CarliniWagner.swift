@@ -27,6 +27,11 @@ public struct CarliniWagnerL2: Attack {
     public var learningRate: Float
     public var abortEarly: Bool
     public var name: String { "cw" }
+    public var settings: [String: SettingValue] {
+        ["confidence": .float(confidence), "initial_constant": .float(initialConstant),
+         "binary_search_steps": .int(binarySearchSteps), "steps": .int(steps), "learning_rate": .float(learningRate),
+         "abort_early": .bool(abortEarly), "norm": .string("l2")]
+    }
 
     public init(confidence: Float = 0, initialConstant: Float = 1, binarySearchSteps: Int = 5, steps: Int = 100,
                 learningRate: Float = 0.1, abortEarly: Bool = true) {

@@ -21,6 +21,10 @@ public struct DeepFool: Attack {
     public var refine: Bool
     public var refineSteps: Int
     public var name: String { norm == .l2 ? "deepfool" : "deepfool-linf" }
+    public var settings: [String: SettingValue] {
+        ["steps": .int(steps), "overshoot": .float(overshoot), "norm": .string(norm.rawValue), "refine": .bool(refine),
+         "refine_steps": .int(refineSteps)]
+    }
 
     public init(steps: Int = 50, overshoot: Float = 0.02, norm: Norm = .l2, refine: Bool = true, refineSteps: Int = 10) {
         self.steps = steps

@@ -1,24 +1,29 @@
-/// Fast Gradient Sign Method (Goodfellow, Shlens & Szegedy 2015):
+/// Fast Gradient Sign Method (Goodfellow, Shlens & Szegedy 2015), and its L2 form, the Fast Gradient Method:
 ///
-///     x' = clip(x + ε·sign(∇ₓ L(x, y)), lo, hi)                 untargeted
-///     x' = clip(x − ε·sign(∇ₓ L(x, t)), lo, hi)                 targeted (class t), and least-likely (FGSM-LL,
+///     x' = clip(x + ε·sign(∇ₓ L(x, y)), lo, hi)                 L∞, untargeted
+///     x' = clip(x + ε·∇ₓ L / ‖∇ₓ L‖₂, lo, hi)                   L2 (FGM, per image; no step where ∇ = 0)
+///     x' = clip(x − ε·s(∇ₓ L(x, t)), lo, hi)                    targeted (class t), and least-likely (FGSM-LL,
 ///                                                               Kurakin et al. 2017: t = the least likely class)
 ///
-/// L is the softmax cross-entropy. One gradient per image.
-/// - Parameter epsilon: the L∞ radius (default 0.1 for [0,1] images).
+/// L is the softmax cross-entropy. One gradient per image. The L2 form is ART's FastGradientMethod(norm=2).
+/// - Parameters: epsilon, the radius (default 0.1 for [0,1] images); norm (.linf).
 public struct FGSM: Attack {
     public var epsilon: Float
-    public var name: String { "fgsm" }
+    public var norm: Norm
+    public var name: String { norm == .linf ? "fgsm" : "fgm-l2" }
+    public var settings: [String: SettingValue] { ["epsilon": .float(epsilon), "norm": .string(norm.rawValue)] }
 
-    public init(epsilon: Float = 0.1) { self.epsilon = epsilon }
+    public init(epsilon: Float = 0.1, norm: Norm = .linf) {
+        self.epsilon = epsilon
+        self.norm = norm
+    }
 
     public func validate() throws { try checkEpsilon(epsilon) }
 
     public func perturb(_ model: Classifier, _ batch: AttackBatch) -> Tensor {
         let e = AttackLoss().evaluate(model, batch.images, batch)
         var x = batch.images
-        Kernels.linfStep(&x, gradient: e.gradient, origin: batch.images, alpha: epsilon, epsilon: epsilon,
-                         lo: batch.bounds.lo, hi: batch.bounds.hi)
+        norm.step(&x, gradient: e.gradient, origin: batch.images, alpha: epsilon, epsilon: epsilon, bounds: batch.bounds)
         return x
     }
 }
@@ -32,6 +37,7 @@ public struct RFGSM: Attack {
     public var epsilon: Float
     public var alpha: Float
     public var name: String { "rfgsm" }
+    public var settings: [String: SettingValue] { ["epsilon": .float(epsilon), "alpha": .float(alpha), "norm": .string("linf")] }
 
     public init(epsilon: Float = 0.1, alpha: Float? = nil) {
         self.epsilon = epsilon

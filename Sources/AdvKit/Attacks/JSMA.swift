@@ -14,6 +14,7 @@ public struct JSMA: Attack {
     public var theta: Float
     public var gamma: Float
     public var name: String { "jsma" }
+    public var settings: [String: SettingValue] { ["theta": .float(theta), "gamma": .float(gamma)] }
 
     public init(theta: Float = 1, gamma: Float = 0.1) {
         self.theta = theta

@@ -21,6 +21,10 @@ public struct PGD: Attack {
     public var restarts: Int
     public var earlyStop: Bool
     public var name: String { norm == .linf ? "pgd" : "pgd-l2" }
+    public var settings: [String: SettingValue] {
+        ["epsilon": .float(epsilon), "alpha": .float(alpha), "steps": .int(steps), "norm": .string(norm.rawValue),
+         "random_start": .bool(randomStart), "restarts": .int(restarts), "early_stop": .bool(earlyStop)]
+    }
 
     public init(epsilon: Float = 0.1, alpha: Float? = nil, steps: Int = 40, norm: Norm = .linf, randomStart: Bool = true,
                 restarts: Int = 1, earlyStop: Bool = false) {
@@ -42,9 +46,7 @@ public struct PGD: Attack {
 
     public func perturb(_ model: Classifier, _ batch: AttackBatch) -> Tensor {
         let loss = AttackLoss()
-        var best = batch.images
-        var bestLoss = [Float](repeating: -.infinity, count: batch.count)
-        var bestReached = [Bool](repeating: false, count: batch.count)
+        var worst = WorstCase(batch.images)
         let d = batch.images.shape.itemCount
         for restart in 0..<restarts {
             var x = start(batch, restart: restart)
@@ -61,59 +63,19 @@ public struct PGD: Attack {
                         for i in 0..<batch.count where frozen[i] { (g.storage.pointer + i * d).update(repeating: 0, count: d) }
                     }
                 }
-                step(&x, g, batch)
+                norm.step(&x, gradient: g, origin: batch.images, alpha: alpha, epsilon: epsilon, bounds: batch.bounds)
             }
             if restarts == 1 { return x }
             // Keep, per image, a restart that reached the goal, else the one with the highest loss.
             let e = loss.evaluate(model, x, batch)
-            let reached = batch.reached(e.logits)
-            best.makeUnique()
-            for i in 0..<batch.count {
-                let l = e.losses.storage.pointer[i] * (batch.targets == nil ? 1 : -1)
-                if !bestReached[i] && (reached[i] || l > bestLoss[i]) {
-                    (best.storage.pointer + i * d).update(from: x.storage.pointer + i * d, count: d)
-                    bestLoss[i] = l
-                    bestReached[i] = reached[i]
-                }
-            }
+            worst.offer(x, losses: batch.ascending(e.losses), reached: batch.reached(e.logits))
         }
-        return best
+        return worst.images
     }
 
+    /// The starting point of restart `restart`: the clean images, or a random point of the ball.
     func start(_ batch: AttackBatch, restart: Int) -> Tensor {
-        var x = batch.images
-        guard randomStart && epsilon > 0 else { return x }
-        let d = x.shape.itemCount
-        var noise = Tensor(uninitialized: x.shape)
-        let offset = UInt64(batch.offset * d)
-        switch norm {
-        case .linf:
-            Kernels.randomUniform(&noise, seed: batch.seed, stream: 0x5047_0000 &+ UInt64(restart), offset: offset, lo: -epsilon, hi: epsilon)
-            x = x + noise
-            Kernels.projectLinf(&x, origin: batch.images, epsilon: epsilon, lo: batch.bounds.lo, hi: batch.bounds.hi)
-        case .l2:
-            Kernels.randomNormal(&noise, seed: batch.seed, stream: 0x5032_0000 &+ UInt64(restart), offset: offset, mean: 0, std: 1)
-            var radius = Tensor(uninitialized: [batch.count])
-            Kernels.randomUniform(&radius, seed: batch.seed, stream: 0x5052_0000 &+ UInt64(restart), offset: UInt64(batch.offset), lo: 0, hi: epsilon)
-            let p = noise.storage.pointer
-            for i in 0..<batch.count {
-                var s: Float = 0
-                for j in 0..<d { s += p[i * d + j] * p[i * d + j] }
-                let f = radius.storage.pointer[i] / max(s.squareRoot(), 1e-12)
-                for j in 0..<d { p[i * d + j] *= f }
-            }
-            x = x + noise
-            Kernels.projectL2(&x, origin: batch.images, epsilon: epsilon, lo: batch.bounds.lo, hi: batch.bounds.hi)
-        }
-        return x
-    }
-
-    func step(_ x: inout Tensor, _ g: Tensor, _ batch: AttackBatch) {
-        switch norm {
-        case .linf:
-            Kernels.linfStep(&x, gradient: g, origin: batch.images, alpha: alpha, epsilon: epsilon, lo: batch.bounds.lo, hi: batch.bounds.hi)
-        case .l2:
-            Kernels.l2Step(&x, gradient: g, origin: batch.images, alpha: alpha, epsilon: epsilon, lo: batch.bounds.lo, hi: batch.bounds.hi)
-        }
+        guard randomStart else { return batch.images }
+        return norm.randomStart(batch, epsilon: epsilon, stream: (norm == .linf ? 0x5047_0000 : 0x5032_0000) &+ UInt64(restart))
     }
 }

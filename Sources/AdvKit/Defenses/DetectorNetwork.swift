@@ -61,6 +61,10 @@ public struct DetectorAwarePGD: Attack {
     public var steps: Int
     public var lambda: Float
     public var name: String { "pgd+detector" }
+    public var settings: [String: SettingValue] {
+        ["epsilon": .float(epsilon), "alpha": .float(alpha), "steps": .int(steps), "lambda": .float(lambda),
+         "norm": .string("linf"), "random_start": .bool(true)]
+    }
 
     public init(detector: DetectorNetwork, epsilon: Float = 0.1, alpha: Float = 0.01, steps: Int = 40, lambda: Float = 1) {
         self.detector = detector
@@ -87,8 +91,7 @@ public struct DetectorAwarePGD: Attack {
             tape.reset()
             var combined = g
             combined.add(gd, scaledBy: -lambda)
-            Kernels.linfStep(&x, gradient: combined, origin: batch.images, alpha: alpha, epsilon: epsilon,
-                             lo: batch.bounds.lo, hi: batch.bounds.hi)
+            Norm.linf.step(&x, gradient: combined, origin: batch.images, alpha: alpha, epsilon: epsilon, bounds: batch.bounds)
         }
         return x
     }

@@ -56,6 +56,27 @@ public final class Model: Layer {
         }
     }
 
+    /// Throws a clear error when `architecture` cannot be built for images of `inputShape` (C, H, W) with `classes`
+    /// classes (the initialiser's preconditions, for shapes that come from data or a user).
+    public static func validate(_ architecture: Architecture, inputShape: Shape, classes: Int) throws {
+        guard inputShape.rank == 3, inputShape.count > 0 else {
+            throw AdvKitError.invalidData("images must be (C, H, W) each, got \(inputShape)")
+        }
+        guard classes >= 2 else { throw AdvKitError.invalidData("a classifier needs at least 2 classes, got \(classes)") }
+        switch architecture {
+        case .cnn:
+            guard convPool(convPool(inputShape[1], 5), 5) >= 1, convPool(convPool(inputShape[2], 5), 5) >= 1 else {
+                throw AdvKitError.invalidData("the reference CNN (--arch cnn) needs images of at least 16×16, got \(inputShape[1])×\(inputShape[2])")
+            }
+        case .mlp:
+            break
+        case .resnet:
+            guard (inputShape[1] + 3) / 4 == (inputShape[2] + 3) / 4 else {
+                throw AdvKitError.invalidData("the ResNet (--arch resnet) needs square images, got \(inputShape[1])×\(inputShape[2])")
+            }
+        }
+    }
+
     /// A convenience: a model initialised from `seed`, as `torch.manual_seed(seed)` then the PyTorch module would be.
     public convenience init(_ architecture: Architecture, inputShape: Shape = [1, 28, 28], classes: Int = 10,
                             activation: Activation = .relu, seed: UInt64 = 0) {

@@ -1,0 +1,144 @@
+@_spi(Support) import AdvKit
+import ArgumentParser
+import Foundation
+
+/// Runs a command body, turning every error into a one-line message and a non-zero exit: AdvKit's errors as they
+/// are, Foundation's and POSIX errors in words (never `Error Domain=NSCocoaErrorDomain Code=516 ...`).
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as AdvKitError {
+        throw ValidationFailure(message: e.description)
+    } catch let e as ValidationError {
+        throw e
+    } catch let e as ValidationFailure {
+        throw e
+    } catch {
+        throw ValidationFailure(message: describe(error))
+    }
+}
+
+struct ValidationFailure: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
+extension ValidationFailure: LocalizedError {
+    var errorDescription: String? { description }
+}
+
+/// One line for any error: Foundation's file errors by what happened and to which path.
+func describe(_ error: Error) -> String {
+    if let e = error as? AdvKitError { return e.description }
+    let ns = error as NSError
+    let path = (ns.userInfo[NSFilePathErrorKey] as? String) ?? (ns.userInfo[NSURLErrorKey] as? URL)?.path
+    let prefix = path.map { "\($0): " } ?? ""
+    if ns.domain == NSCocoaErrorDomain {
+        switch CocoaError.Code(rawValue: ns.code) {
+        case .fileWriteFileExists: return prefix + "already exists"
+        case .fileNoSuchFile, .fileReadNoSuchFile: return prefix + "no such file or folder"
+        case .fileWriteNoPermission, .fileReadNoPermission: return prefix + "permission denied"
+        case .fileWriteOutOfSpace: return prefix + "no space left on the device"
+        case .fileWriteVolumeReadOnly: return prefix + "the file system is read-only"
+        default: break
+        }
+    }
+    if ns.domain == NSPOSIXErrorDomain, let c = POSIXErrorCode(rawValue: Int32(ns.code)) {
+        return prefix + String(cString: strerror(c.rawValue))
+    }
+    let text = ns.localizedDescription.replacingOccurrences(of: "\n", with: " ")
+    return prefix + text
+}
+
+/// A pixel-unit amount as the field writes it: a decimal (0.031) or a fraction of integers (8/255).
+struct PixelAmount: ExpressibleByArgument, CustomStringConvertible {
+    let value: Float
+    let text: String
+
+    init?(argument: String) {
+        guard let v = try? PixelAmount.parse(argument) else { return nil }
+        value = v
+        text = argument
+    }
+
+    init(_ value: Float) {
+        self.value = value
+        text = String(describing: value)
+    }
+
+    var description: String { text }
+
+    /// "0.1", "8/255", "1e-2"; a finite number, or a clear error naming the text.
+    static func parse(_ s: String) throws -> Float {
+        let t = s.trimmingCharacters(in: .whitespaces)
+        let parts = t.split(separator: "/", omittingEmptySubsequences: false)
+        let value: Double?
+        switch parts.count {
+        case 1: value = Double(t)
+        case 2:
+            if let a = Double(parts[0].trimmingCharacters(in: .whitespaces)),
+               let b = Double(parts[1].trimmingCharacters(in: .whitespaces)), b != 0 {
+                value = a / b
+            } else {
+                value = nil
+            }
+        default: value = nil
+        }
+        guard let v = value, v.isFinite else {
+            throw ValidationError("'\(s)' is not a number or a fraction such as 0.03 or 8/255")
+        }
+        return Float(v)
+    }
+
+    /// A comma-separated list ("0,2/255,4/255,0.1").
+    static func parseList(_ s: String, option: String) throws -> [Float] {
+        try s.split(separator: ",").map {
+            do { return try parse(String($0)) } catch { throw AdvKitError.invalidArgument("\(option): '\($0)' is not a number or a fraction such as 0.03 or 8/255") }
+        }
+    }
+}
+
+/// Checks an output path before any work starts, so a long run never ends in "cannot write".
+enum OutputPath {
+    /// `path` will be written as a file: it must not be a folder, and its folder must exist.
+    static func checkFile(_ path: String, option: String) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+            throw AdvKitError.invalidArgument("\(option) \(path) is a folder; give a file name")
+        }
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw AdvKitError.invalidArgument("\(option) \(path): the folder \(dir) does not exist")
+        }
+        guard FileManager.default.isWritableFile(atPath: dir) else {
+            throw AdvKitError.invalidArgument("\(option) \(path): the folder \(dir) is not writable")
+        }
+    }
+
+    /// `path` will be a folder of outputs: it must not be a file, and it or its parent must exist.
+    static func checkDirectory(_ path: String, option: String) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw AdvKitError.invalidArgument("\(option) \(path) is a file; give a folder (it is created if missing)") }
+            guard FileManager.default.isWritableFile(atPath: path) else { throw AdvKitError.invalidArgument("\(option) \(path) is not writable") }
+            return
+        }
+        let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
+            throw AdvKitError.invalidArgument("\(option) \(path): the folder \(parent) does not exist")
+        }
+    }
+}
+
+/// Writes a JSON object atomically (sorted keys, pretty-printed).
+func writeJSON(_ object: [String: Any], to path: String) throws {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    try FileIO.writeAtomically(data, to: path)
+}
+
+/// What every JSON the tool writes records about the model: its file, SHA-256 and how it was built.
+func modelRecord(path: String, arch: String?) throws -> [String: Any] {
+    var r: [String: Any] = ["file": path, "sha256": try SHA256.hex(ofFile: path)]
+    if let arch { r["arch"] = arch }
+    return r
+}
