@@ -350,3 +350,82 @@ public enum Parallelism {
 }
 
 import Foundation
+
+// MARK: - General convolution and pooling (conv_general.c, pool_general.c)
+
+extension Kernels {
+    static func convGeneralShape(_ x: Shape, _ w: Shape, _ g: Conv2DGeometry) -> ck_conv2d_general_shape {
+        let (oh, ow) = g.outputSize(height: x[2], width: x[3], kernelHeight: w[2], kernelWidth: w[3])
+        return ck_conv2d_general_shape(N: x[0], C: x[1], H: x[2], W: x[3], OC: w[0], KH: w[2], KW: w[3], G: g.groups,
+                                       stride_h: g.strides.h, stride_w: g.strides.w, pad_t: g.pads.top,
+                                       pad_l: g.pads.left, pad_b: g.pads.bottom, pad_r: g.pads.right,
+                                       dil_h: g.dilations.h, dil_w: g.dilations.w, OH: oh, OW: ow)
+    }
+
+    /// Scratch floats for the general convolution at the current thread count; `weightGradient` when the backward
+    /// call asks for d(weight) or d(bias).
+    static func convGeneralWorkspaceFloats(_ s: ck_conv2d_general_shape, weightGradient: Bool) -> Int {
+        ready()
+        var s = s
+        return ck_conv2d_general_workspace_floats(&s, ck_get_num_threads(), weightGradient ? 1 : 0)
+    }
+
+    static func convGeneralForward(out: inout Tensor, workspace: UnsafeMutablePointer<Float>, input: Tensor,
+                                   weight: Tensor, bias: Tensor?, shape s: ck_conv2d_general_shape,
+                                   activation: FusedActivation) {
+        ready()
+        precondition(out.count == s.N * s.OC * s.OH * s.OW && input.count == s.N * s.C * s.H * s.W
+                     && weight.count == s.OC * (s.C / s.G) * s.KH * s.KW && (bias?.count ?? s.OC) == s.OC)
+        var s = s
+        ck_conv2d_general_forward(out.storage.pointer, workspace, input.storage.pointer, weight.storage.pointer,
+                                  bias?.storage.pointer, &s, activation.ck, activation.bound)
+    }
+
+    static func convGeneralBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
+                                    dBias: UnsafeMutablePointer<Float>?, workspace: UnsafeMutablePointer<Float>,
+                                    dOut: Tensor, input: Tensor, weight: Tensor, shape s: ck_conv2d_general_shape) {
+        ready()
+        precondition(dOut.count == s.N * s.OC * s.OH * s.OW && input.count == s.N * s.C * s.H * s.W)
+        var s = s
+        ck_conv2d_general_backward(dInput, dWeight, dBias, workspace, dOut.storage.pointer, input.storage.pointer,
+                                   weight.storage.pointer, &s)
+    }
+
+    static func poolGeneralShape(_ x: Shape, _ g: Pool2DGeometry) -> ck_pool2d_general_shape {
+        let (oh, ow) = g.outputSize(height: x[2], width: x[3])
+        return ck_pool2d_general_shape(N: x[0], C: x[1], H: x[2], W: x[3], KH: g.kernel.h, KW: g.kernel.w,
+                                       stride_h: g.strides.h, stride_w: g.strides.w, pad_t: g.pads.top,
+                                       pad_l: g.pads.left, pad_b: g.pads.bottom, pad_r: g.pads.right,
+                                       dil_h: g.dilations.h, dil_w: g.dilations.w, OH: oh, OW: ow)
+    }
+
+    static func maxPoolGeneralForward(out: inout Tensor, argmax: UnsafeMutablePointer<Int32>, input: Tensor,
+                                      shape s: ck_pool2d_general_shape) {
+        ready()
+        precondition(out.count == s.N * s.C * s.OH * s.OW && input.count == s.N * s.C * s.H * s.W)
+        var s = s
+        ck_maxpool2d_general_forward(out.storage.pointer, argmax, input.storage.pointer, &s)
+    }
+
+    static func maxPoolGeneralBackward(dInput: UnsafeMutablePointer<Float>, dOut: Tensor, argmax: UnsafePointer<Int32>,
+                                       shape s: ck_pool2d_general_shape) {
+        ready()
+        var s = s
+        ck_maxpool2d_general_backward(dInput, dOut.storage.pointer, argmax, &s)
+    }
+
+    static func avgPoolGeneralForward(out: inout Tensor, input: Tensor, shape s: ck_pool2d_general_shape,
+                                      countIncludePad: Bool) {
+        ready()
+        precondition(out.count == s.N * s.C * s.OH * s.OW && input.count == s.N * s.C * s.H * s.W)
+        var s = s
+        ck_avgpool2d_general_forward(out.storage.pointer, input.storage.pointer, &s, countIncludePad ? 1 : 0)
+    }
+
+    static func avgPoolGeneralBackward(dInput: UnsafeMutablePointer<Float>, dOut: Tensor,
+                                       shape s: ck_pool2d_general_shape, countIncludePad: Bool) {
+        ready()
+        var s = s
+        ck_avgpool2d_general_backward(dInput, dOut.storage.pointer, &s, countIncludePad ? 1 : 0)
+    }
+}

@@ -10,6 +10,11 @@ enum Op {
     case boundedReLU(Int, bound: Float)
     case maxPool(Int, argmax: Int32Buffer, kernel: Int, stride: Int)
     case avgPool(Int, kernel: Int, stride: Int)
+    /// ONNX's Conv, MaxPool and AveragePool in their general forms (Geometry.swift); the plain cases record the
+    /// ops above instead.
+    case conv2dGeneral(input: Int, weight: Int, bias: Int?, geometry: Conv2DGeometry, activation: FusedActivation)
+    case maxPoolGeneral(Int, argmax: Int32Buffer, geometry: Pool2DGeometry)
+    case avgPoolGeneral(Int, geometry: Pool2DGeometry, countIncludePad: Bool)
     case reshape(Int)
     case add(Int, Int)
     case scale(Int, Float)
@@ -25,7 +30,9 @@ enum Op {
     /// The activation fused into this node's epilogue (conv2d and linear), nil for other ops.
     var fusedActivation: FusedActivation? {
         switch self {
-        case let .conv2d(_, _, _, _, _, activation), let .linear(_, _, _, activation): return activation
+        case let .conv2d(_, _, _, _, _, activation), let .linear(_, _, _, activation),
+             let .conv2dGeneral(_, _, _, _, activation):
+            return activation
         default: return nil
         }
     }
@@ -34,10 +41,12 @@ enum Op {
         switch self {
         case .leaf: return false
         case let .conv2d(x, w, b, _, _, _): return pred(x) || pred(w) || (b.map(pred) ?? false)
+        case let .conv2dGeneral(x, w, b, _, _): return pred(x) || pred(w) || (b.map(pred) ?? false)
         case let .linear(x, w, b, _): return pred(x) || pred(w) || (b.map(pred) ?? false)
         case let .batchNorm(x, g, b, _, _): return pred(x) || pred(g) || pred(b)
         case let .add(a, b): return pred(a) || pred(b)
         case let .relu(x), let .boundedReLU(x, _), let .maxPool(x, _, _, _), let .avgPool(x, _, _),
+             let .maxPoolGeneral(x, _, _), let .avgPoolGeneral(x, _, _),
              let .reshape(x), let .scale(x, _), let .multiply(x, _), let .squaredError(x, _), let .sum(x),
              let .mean(x):
             return pred(x)
@@ -127,6 +136,69 @@ extension Tape {
         var out = newValue(Shape(s.N, s.C, s.OH, s.OW))
         Kernels.avgPoolForward(out: &out, input: x.value, shape: s)
         return append(out, .avgPool(x.index, kernel: k, stride: st))
+    }
+
+    /// General 2-D convolution (ONNX's Conv): input (N,C,H,W), weight (OC, C/groups, KH, KW), bias (OC),
+    ///
+    ///     out[n,o,y,x] = act(b[o] + Σ_{c,i,j} w[o,c,i,j] · in[n, g·C/G + c, y·s_h + i·d_h − top, x·s_w + j·d_w − left])
+    ///
+    /// with g = o / (OC/G) the filter's group and zero padding. The plain geometry (groups 1, dilation 1, one stride,
+    /// equal padding on all sides) records the fast `conv2d(_:weight:bias:stride:padding:)` node itself; groups == C
+    /// takes direct depthwise loops (Howard et al. 2017, MobileNets). `geometry.validate` is the importer's check;
+    /// here a mismatch is a programmer error.
+    public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, geometry g: Conv2DGeometry,
+                       activation: FusedActivation = .none) -> Variable {
+        check(x); check(weight)
+        if let bias { check(bias) }
+        let xs = x.shape, ws = weight.shape
+        do { try g.validate(input: xs, weight: ws, bias: bias?.shape) } catch { preconditionFailure("conv2d: \(error)") }
+        if let p = g.plain {
+            return conv2d(x, weight: weight, bias: bias, stride: p.stride, padding: p.padding, activation: activation)
+        }
+        let s = Kernels.convGeneralShape(xs, ws, g)
+        var out = newValue(Shape(xs[0], ws[0], s.OH, s.OW))
+        let work = scratch(floats: Kernels.convGeneralWorkspaceFloats(s, weightGradient: false))
+        Kernels.convGeneralForward(out: &out, workspace: work, input: x.value, weight: weight.value, bias: bias?.value,
+                                   shape: s, activation: activation)
+        return append(out, .conv2dGeneral(input: x.index, weight: weight.index, bias: bias?.index, geometry: g,
+                                          activation: activation))
+    }
+
+    /// Max pooling (ONNX's MaxPool, PyTorch's MaxPool2d): out = the max of each window's taps inside the input
+    /// (padding never wins); ties go to the first in row-major order. The plain geometry (square window, one
+    /// stride, no padding or dilation, floor-sized output) records the existing `maxPool2d(_:kernel:stride:)` node.
+    public func maxPool2d(_ x: Variable, geometry g: Pool2DGeometry) -> Variable {
+        check(x)
+        do { try g.validate(input: x.shape) } catch { preconditionFailure("maxPool2d: \(error)") }
+        if let p = g.plain(input: x.shape) { return maxPool2d(x, kernel: p.kernel, stride: p.stride) }
+        let s = Kernels.poolGeneralShape(x.shape, g)
+        var out = newValue(Shape(s.N, s.C, s.OH, s.OW))
+        let arg = newIndices(count: out.count)
+        Kernels.maxPoolGeneralForward(out: &out, argmax: arg.pointer, input: x.value, shape: s)
+        return append(out, .maxPoolGeneral(x.index, argmax: arg, geometry: g))
+    }
+
+    /// Average pooling (ONNX's AveragePool, PyTorch's AvgPool2d): out = (Σ of the window's taps inside the input) /
+    /// count, where count is the number of those taps, or with `countIncludePad` of the taps inside input + padding
+    /// (PyTorch's default count_include_pad=True exports as 1; in ceil mode a window running past the padded input
+    /// counts only its part inside, as PyTorch does). The plain geometry records the existing `avgPool2d` node.
+    public func avgPool2d(_ x: Variable, geometry g: Pool2DGeometry, countIncludePad: Bool) -> Variable {
+        check(x)
+        do { try g.validate(input: x.shape) } catch { preconditionFailure("avgPool2d: \(error)") }
+        if let p = g.plain(input: x.shape) { return avgPool2d(x, kernel: p.kernel, stride: p.stride) }
+        let s = Kernels.poolGeneralShape(x.shape, g)
+        var out = newValue(Shape(s.N, s.C, s.OH, s.OW))
+        Kernels.avgPoolGeneralForward(out: &out, input: x.value, shape: s, countIncludePad: countIncludePad)
+        return append(out, .avgPoolGeneral(x.index, geometry: g, countIncludePad: countIncludePad))
+    }
+
+    /// (N,C,H,W) -> (N,C,1,1): the mean of each plane (ONNX's GlobalAveragePool).
+    public func globalAvgPool2d(_ x: Variable) -> Variable {
+        check(x)
+        precondition(x.shape.rank == 4 && x.shape[2] >= 1 && x.shape[3] >= 1,
+                     "globalAvgPool2d: the input must be (N,C,H,W), got \(x.shape)")
+        return avgPool2d(x, geometry: Pool2DGeometry(kernel: (x.shape[2], x.shape[3]), strides: (1, 1)),
+                         countIncludePad: false)
     }
 
     /// The same values under another shape (no copy).
@@ -308,6 +380,23 @@ extension Tape {
             guard let dx = gradPointer(x) else { return }
             Kernels.avgPoolBackward(dInput: dx, dOut: g,
                                     shape: Kernels.poolShape(nodes[x].value.shape, kernel: k, stride: st))
+        case let .conv2dGeneral(x, w, b, geometry, activation):
+            let xv = nodes[x].value, wv = nodes[w].value
+            let s = Kernels.convGeneralShape(xv.shape, wv.shape, geometry)
+            let dx = gradPointer(x), dw = gradPointer(w), db = b.flatMap { gradPointer($0) }
+            if dx == nil && dw == nil && db == nil { return }
+            let dOut = masked(g, node: i, activation)
+            let work = scratch(floats: Kernels.convGeneralWorkspaceFloats(s, weightGradient: dw != nil || db != nil))
+            Kernels.convGeneralBackward(dInput: dx, dWeight: dw, dBias: db, workspace: work, dOut: dOut, input: xv,
+                                        weight: wv, shape: s)
+        case let .maxPoolGeneral(x, arg, geometry):
+            guard let dx = gradPointer(x) else { return }
+            Kernels.maxPoolGeneralBackward(dInput: dx, dOut: g, argmax: arg.pointer,
+                                           shape: Kernels.poolGeneralShape(nodes[x].value.shape, geometry))
+        case let .avgPoolGeneral(x, geometry, countIncludePad):
+            guard let dx = gradPointer(x) else { return }
+            Kernels.avgPoolGeneralBackward(dInput: dx, dOut: g, shape: Kernels.poolGeneralShape(nodes[x].value.shape, geometry),
+                                           countIncludePad: countIncludePad)
         case let .reshape(x):
             // The input's gradient is the same numbers under another shape: take the buffer instead of copying it
             // when nothing else has written there yet (never the caller's seed: that is node `last`'s).
@@ -385,9 +474,9 @@ extension Tape {
                 node.value.withUnsafeBufferPointer { p in for v in p { h.combine(v > 0) } }
             case let .boundedReLU(_, t):
                 node.value.withUnsafeBufferPointer { p in for v in p { h.combine(v > 0 && v < t) } }
-            case let .maxPool(_, arg, _, _):
+            case let .maxPool(_, arg, _, _), let .maxPoolGeneral(_, arg, _):
                 for i in 0..<arg.count { h.combine(arg.pointer[i]) }
-            case let .conv2d(_, _, _, _, _, act), let .linear(_, _, _, act):
+            case let .conv2d(_, _, _, _, _, act), let .linear(_, _, _, act), let .conv2dGeneral(_, _, _, _, act):
                 if act == .none { break }
                 node.value.withUnsafeBufferPointer { p in for v in p { h.combine(v > 0 && (act == .relu || v < act.bound)) } }
             default:
@@ -395,6 +484,38 @@ extension Tape {
             }
         }
         return h.finalize()
+    }
+}
+
+// MARK: - Diagnostics
+
+extension Tape {
+    /// The name of node i's operation ("conv2d", "conv2dGeneral", "maxPool", ...): tests check which node a
+    /// general-geometry call recorded.
+    @_spi(Testing) public func nodeOperation(_ i: Int) -> String {
+        switch nodes[i].op {
+        case .leaf: return "leaf"
+        case .conv2d: return "conv2d"
+        case .linear: return "linear"
+        case .relu: return "relu"
+        case .boundedReLU: return "boundedReLU"
+        case .maxPool: return "maxPool"
+        case .avgPool: return "avgPool"
+        case .conv2dGeneral: return "conv2dGeneral"
+        case .maxPoolGeneral: return "maxPoolGeneral"
+        case .avgPoolGeneral: return "avgPoolGeneral"
+        case .reshape: return "reshape"
+        case .add: return "add"
+        case .scale: return "scale"
+        case .multiply: return "multiply"
+        case .batchNorm: return "batchNorm"
+        case .crossEntropy: return "crossEntropy"
+        case .softCrossEntropy: return "softCrossEntropy"
+        case .squaredError: return "squaredError"
+        case .sum: return "sum"
+        case .mean: return "mean"
+        case .custom: return "custom"
+        }
     }
 }
 

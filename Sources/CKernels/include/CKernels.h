@@ -195,6 +195,62 @@ void ck_sgd_step(float *param, float *velocity, const float *grad, float lr, flo
 void ck_adam_step(float *param, float *m, float *v, const float *grad, float lr, float beta1, float beta2,
                   float eps, float weight_decay, size_t t, size_t n);
 
+// ---- General convolution (conv_general.c) ----------------------------------------------------------------
+// ONNX's Conv: groups, dilation, a stride per axis, asymmetric zero padding. Input channel block g
+// (C/G channels) meets output channel block g (OC/G filters) only.
+typedef struct {
+    size_t N, C, H, W;                    // input (N,C,H,W)
+    size_t OC, KH, KW;                    // weight (OC, C/G, KH, KW)
+    size_t G;                             // groups: G divides C and OC
+    size_t stride_h, stride_w;            // >= 1
+    size_t pad_t, pad_l, pad_b, pad_r;    // zero padding: top, left, bottom, right
+    size_t dil_h, dil_w;                  // dilation >= 1: kernel taps dil apart
+    size_t OH, OW;                        // OH = (H + pad_t + pad_b - dil_h (KH - 1) - 1) / stride_h + 1
+} ck_conv2d_general_shape;
+
+// 1 when the direct depthwise loops run (G == C: one input channel per group, OC/C filters on each),
+// 0 when im2col per group + sgemm does. ck_conv2d_general_* choose by this themselves.
+int ck_conv2d_general_is_depthwise(const ck_conv2d_general_shape *s);
+// Scratch floats for `threads` threads; weight_grad != 0 when the backward call asks for dweight or dbias
+// (the weight gradient keeps fixed per-slot partial sums so that any thread count gives the same bits).
+size_t ck_conv2d_general_workspace_floats(const ck_conv2d_general_shape *s, size_t threads, int weight_grad);
+// inp (N,C,H,W), weight (OC,C/G,KH,KW), bias (OC) or NULL -> out (N,OC,OH,OW) = act(conv(inp) + bias).
+void ck_conv2d_general_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
+                               const ck_conv2d_general_shape *s, ck_activation act, float bound);
+// dout (N,OC,OH,OW) -> dinp (N,C,H,W), dweight (OC,C/G,KH,KW), dbias (OC): each added into, each may be NULL.
+// Bitwise the same results at any thread count.
+void ck_conv2d_general_backward(float *dinp, float *dweight, float *dbias, float *work, const float *dout,
+                                const float *inp, const float *weight, const ck_conv2d_general_shape *s);
+
+// ---- General pooling (pool_general.c) -------------------------------------------------------------------
+// ONNX's MaxPool / AveragePool: a KH x KW window, a stride per axis, asymmetric padding, dilation. OH and OW are
+// the caller's (floor or ceil mode: AdvKit's Pool2DGeometry computes them). A window may run past the padded
+// input in ceil mode; taps there are ignored.
+typedef struct {
+    size_t N, C, H, W;                    // input (N,C,H,W)
+    size_t KH, KW;                        // window
+    size_t stride_h, stride_w;
+    size_t pad_t, pad_l, pad_b, pad_r;
+    size_t dil_h, dil_w;
+    size_t OH, OW;                        // output (N,C,OH,OW)
+} ck_pool2d_general_shape;
+
+// inp (N,C,H,W) -> out (N,C,OH,OW), argmax (N,C,OH,OW): the index within the (H,W) plane of each max. Padding
+// is -inf (never selected); ties go to the first element in row-major order; a NaN is taken and kept. A window
+// with no tap inside the input gives -inf and argmax -1.
+void ck_maxpool2d_general_forward(float *out, int32_t *argmax, const float *inp, const ck_pool2d_general_shape *s);
+// dinp (N,C,H,W) += dout scattered to the argmax of each window (argmax -1: nowhere).
+void ck_maxpool2d_general_backward(float *dinp, const float *dout, const int32_t *argmax,
+                                   const ck_pool2d_general_shape *s);
+// out = (sum of the window's taps inside the input) / count. count_include_pad 0: the taps inside the input;
+// 1: the taps inside input + padding (PyTorch's count_include_pad=True: in ceil mode a window running past the
+// padded input counts only its part inside). A count of 0 gives 0.
+void ck_avgpool2d_general_forward(float *out, const float *inp, const ck_pool2d_general_shape *s,
+                                  int count_include_pad);
+// dinp (N,C,H,W) += the adjoint: each tap inside the input gets dout / count.
+void ck_avgpool2d_general_backward(float *dinp, const float *dout, const ck_pool2d_general_shape *s,
+                                   int count_include_pad);
+
 #ifdef __cplusplus
 }
 #endif
