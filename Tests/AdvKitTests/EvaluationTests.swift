@@ -1,4 +1,4 @@
-import AdvKit
+@_spi(Support) @_spi(Testing) import AdvKit
 import AdvKitTestSupport
 import XCTest
 
@@ -120,6 +120,144 @@ final class EvaluationTests: XCTestCase {
         let (again, _) = try run(dir, units: { counts = $0 })
         XCTAssertEqual(counts.computed, 1)
         XCTAssertEqual(again, reference)
+    }
+
+    /// Issue "Honest numbers", items 1-3: each cell and curve says the form it ran, the detector's sanity checks
+    /// compare its own attack with itself and report its own loss, models name their cached files, and galleries
+    /// show successful attacks first.
+    func testEveryCellSaysWhatRanAndTheChecksCompareLikeWithLike() throws {
+        let dir = temporaryDirectory()
+        let (r, _) = try run(dir)
+        func cell(_ d: String, _ a: String) throws -> EvaluationResults.Cell {
+            try XCTUnwrap(r.whiteBox.first { $0.defense == d && $0.attack == a }, "\(d) / \(a)")
+        }
+        // Forms: the detector's FGSM and DeepFool ignore the detector and say so; its PGD is the adaptive one.
+        for a in ["fgsm", "deepfool"] {
+            XCTAssertEqual(try cell("detector", a).form, "white-box (not adaptive)")
+            XCTAssertFalse(try cell("detector", a).adaptive)
+        }
+        XCTAssertEqual(try cell("detector", "pgd").form, "adaptive: detector-aware PGD")
+        XCTAssertTrue(try cell("detector", "pgd").adaptive)
+        XCTAssertEqual(try cell("noise", "fgsm").form, "adaptive: EOT (4 draws)")
+        XCTAssertTrue(try cell("none", "pgd").adaptive)
+        XCTAssertFalse(try cell("feature-squeezing", "pgd").adaptive, "BPDA leaves the squeezing detector out of the loss")
+        XCTAssertTrue(r.blackBox.allSatisfy { !$0.adaptive && $0.form.hasPrefix("transfer from") })
+        for c in r.curves {
+            let white = try cell(c.defense, c.attack)
+            XCTAssertEqual(c.form, white.form, "\(c.defense) / \(c.attack): the curve runs the cell's attack")
+            XCTAssertEqual(c.adaptive, white.adaptive)
+        }
+
+        // Checks: "more steps" runs the detector-aware PGD at both step counts, so its first number is the PGD cell's.
+        func check(_ d: String, _ prefix: String) throws -> EvaluationResults.Check {
+            try XCTUnwrap(r.sanity.first { $0.defense == d && $0.check.hasPrefix(prefix) }, "\(d): \(prefix)")
+        }
+        let steps = tinySettings().pgdSteps
+        for d in ["none", "noise", "detector"] {
+            let pgd = try cell(d, "pgd")
+            let more = try check(d, "more PGD steps").detail
+            XCTAssertTrue(more.contains(String(format: "PGD (%@): %d steps %.1f%%, %d steps", pgd.form, steps, pgd.robustAccuracy * 100, 2 * steps)),
+                          "\(d): \(more)")
+        }
+        let detectorLoss = try check("detector", "the loss rises").detail, plainLoss = try check("none", "the loss rises").detail
+        XCTAssertTrue(detectorLoss.contains("CE(the model) - 1·CE(detector, clean)"), detectorLoss)
+        XCTAssertTrue(detectorLoss.contains("after PGD (adaptive: detector-aware PGD, \(steps) steps)"), detectorLoss)
+        XCTAssertNotEqual(detectorLoss, plainLoss, "the detector's check reports the loss of the attack it ran")
+        XCTAssertTrue(try check("feature-squeezing", "the loss rises").detail.contains("the squeezed model"))
+        for c in r.curves {
+            let rises = try check(c.defense, "robust accuracy does not rise with epsilon (\(c.attack.uppercased()))")
+            XCTAssertEqual(rises.passed, c.rise() == nil, "\(c.defense) / \(c.attack)")
+        }
+
+        // The report: † on cells that are not adaptive, each form named, the footnote; the JSON has the flag.
+        let md = try String(contentsOfFile: dir + "/report.md", encoding: .utf8)
+        let detectorRow = try XCTUnwrap(md.split(separator: "\n").first { $0.hasPrefix("| detector |") })
+        XCTAssertEqual(detectorRow.components(separatedBy: " †").count - 1, 2, "FGSM and DeepFool are marked: \(detectorRow)")
+        XCTAssertTrue(detectorRow.hasSuffix("| fgsm: white-box (not adaptive); pgd: adaptive: detector-aware PGD; deepfool: white-box (not adaptive) |"),
+                      String(detectorRow))
+        XCTAssertTrue(md.contains("| none | ") && md.contains(" | white-box |"))
+        XCTAssertTrue(md.contains("† not adaptive: the attack's loss leaves out part of the defense"))
+        XCTAssertTrue(md.contains("| detector | fgsm † |"), "the curve table marks the detector's FGSM curve")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/results.json"))) as! [String: Any]
+        let results = json["results"] as! [String: Any]
+        let cells = results["whiteBox"] as! [[String: Any]]
+        XCTAssertEqual(cells.first { $0["defense"] as? String == "detector" && $0["attack"] as? String == "fgsm" }?["adaptive"] as? Bool, false)
+
+        // Models: the real cached files, relative to the output folder, with their SHA-256.
+        XCTAssertEqual(r.models.count, tinySettings().defenses.count)
+        for m in r.models {
+            XCTAssertTrue(m.file.hasPrefix("models/") && m.file.hasSuffix(".safetensors"), "\(m.name): \(m.file)")
+            XCTAssertEqual(try SHA256.hex(ofFile: dir + "/" + m.file), m.sha256, m.name)
+            XCTAssertEqual(m.detectorFile != nil, m.name == "detector")
+            if let f = m.detectorFile { XCTAssertEqual(try SHA256.hex(ofFile: dir + "/" + f), m.detectorSHA256) }
+        }
+        let none = try XCTUnwrap(r.models.first { $0.name == "none" })
+        XCTAssertEqual(r.models.first { $0.name == "noise" }?.file, none.file, "the noise defense wraps the undefended model")
+
+        // Galleries: the undefended model's FGSM outcomes, recomputed from its recorded file: fooled images first.
+        let test = squaresDataset(count: 24, classes: 4, size: 28, seed: 2)
+        let model = Model(.cnn, inputShape: test.imageShape, classes: 4, seed: 0)
+        try model.load(from: dir + "/" + none.file)
+        let outcomes = try FGSM(epsilon: tinySettings().epsilon).run(model, images: test.images, labels: test.labels, seed: 0).outcomes
+        let fooled = outcomes.indices.filter { outcomes[$0].success }
+        let failed = outcomes.indices.filter { outcomes[$0].cleanPrediction == outcomes[$0].label && !outcomes[$0].success }
+        let wrong = outcomes.indices.filter { outcomes[$0].cleanPrediction != outcomes[$0].label }
+        let gallery = try XCTUnwrap(r.galleries.first { $0.attack == "fgsm" })
+        XCTAssertEqual(gallery.indices, Array((fooled + failed + wrong).prefix(6)))
+        XCTAssertEqual(gallery.fooled, min(6, fooled.count))
+        XCTAssertEqual(gallery.fooled + gallery.failed + gallery.alreadyWrong, gallery.indices.count)
+        XCTAssertEqual(r.galleries.map(\.attack), tinySettings().attacks)
+        XCTAssertTrue(md.contains("of the 6 images shown, \(gallery.fooled) fooled the model, \(gallery.failed)"), "the caption counts them")
+    }
+
+    func testARisingCurveWarnsNamingTheDefenseAttackAndEpsilons() {
+        func curve(_ acc: [Double]) -> EvaluationResults.Curve {
+            .init(defense: "detector", attack: "fgsm", form: "white-box (not adaptive)", adaptive: false,
+                  epsilons: Array([0, 0.1, 0.2, 0.3].prefix(acc.count)), robustAccuracy: acc)
+        }
+        let rising = curve([0.9, 0.4, 0.45, 0.98])
+        XCTAssertEqual(rising.rise().map { [$0.from, $0.to] }, [1, 3], "the largest rise: from the lowest earlier point")
+        let check = rising.riseCheck()
+        XCTAssertFalse(check.passed)
+        XCTAssertEqual(check.defense, "detector")
+        XCTAssertEqual(check.detail, "FGSM (white-box (not adaptive)) on detector: 40.0% at eps 0.1, 98.0% at eps 0.3 (up 58.0 points)")
+        XCTAssertNil(curve([0.9, 0.5, 0.1, 0]).rise(), "a falling curve")
+        XCTAssertNil(curve([0.5, 0.515, 0.2, 0.22]).rise(), "wiggles of 2 points or less are noise")
+        XCTAssertTrue(curve([0.5, 0.515, 0.2, 0.22]).riseCheck().passed)
+        XCTAssertEqual(curve([0.2, 0.1, 0.13]).rise()?.from, 1)
+    }
+
+    /// Item 5: one version, in results.json, the report and every unit of the journal; a unit or a results.json
+    /// another version wrote is not reused.
+    func testTheVersionIsRecordedEverywhereAndOtherVersionsAreNotReused() throws {
+        XCTAssertEqual(AdvKitVersion.string, "0.2.0")
+        let dir = temporaryDirectory()
+        let (reference, _) = try run(dir)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/results.json"))) as! [String: Any]
+        XCTAssertEqual((json["versions"] as? [String: Any])?["advkit"] as? String, AdvKitVersion.string)
+        XCTAssertTrue(try String(contentsOfFile: dir + "/report.md", encoding: .utf8).contains("AdvKit \(AdvKitVersion.string)."))
+        let units = try FileManager.default.subpathsOfDirectory(atPath: dir + "/progress").filter { $0.hasSuffix(".json") }
+        XCTAssertEqual(units.count, 5 * 6, "5 defenses x (3 attacks + 2 curves + checks)")
+        for u in units {
+            let doc = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/progress/" + u))) as? [String: Any]
+            XCTAssertEqual(doc?["advkit"] as? String, AdvKitVersion.string, u)
+        }
+        // A unit stamped by another version is recomputed (with the same result), the others reused.
+        let victim = dir + "/progress/" + (try XCTUnwrap(units.first { $0.contains("white-detector-fgsm") }))
+        let stamped = try String(contentsOfFile: victim, encoding: .utf8)
+        try stamped.replacingOccurrences(of: "\"advkit\":\"\(AdvKitVersion.string)\"", with: "\"advkit\":\"0.1.0\"")
+            .write(toFile: victim, atomically: true, encoding: .utf8)
+        var counts = (reused: 0, computed: 0)
+        let (again, _) = try run(dir, units: { counts = $0 })
+        XCTAssertEqual(counts.computed, 1)
+        XCTAssertEqual(again, reference)
+        // A results.json of another version is refused by read (and so by merge).
+        var old = json
+        old["versions"] = ["advkit": "0.1.0"]
+        try JSONSerialization.data(withJSONObject: old).write(to: URL(fileURLWithPath: dir + "/results.json"))
+        XCTAssertThrowsError(try ReportWriter.read(dir)) {
+            XCTAssertTrue("\($0)".contains("written by AdvKit 0.1.0, this is \(AdvKitVersion.string)"), "\($0)")
+        }
     }
 
     func testBadSettingsAreRejected() {

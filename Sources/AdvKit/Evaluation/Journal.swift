@@ -5,12 +5,14 @@ import Foundation
 /// any moment (kill -9, a pre-empted node) resumes where it was: `advkit evaluate` run again with the same
 /// settings on the same data reuses every finished unit and computes only the rest.
 ///
-/// The files live in `<output>/progress/<key>/`, the key a hash of the settings, the test images and the
-/// format version, so a unit is reused only by the evaluation that made it. Each is written atomically (temporary
-/// file, fsync, rename): a unit is on disk whole or not at all. A file that does not decode (written by another
-/// version, damaged) is recomputed, never trusted.
+/// The files live in `<output>/progress/<key>/`, the key a hash of the settings, the test images, the format
+/// version and AdvKit's version (`AdvKitVersion`: a release that changes what a unit computes or how it is labelled
+/// never reuses an older release's units), so a unit is reused only by the evaluation that made it. Each is written
+/// atomically (temporary file, fsync, rename): a unit is on disk whole or not at all, and records the version that
+/// wrote it. A file that does not decode, or that another version wrote, is recomputed, never trusted.
 struct EvaluationJournal {
-    static let formatVersion = "journal-v1"
+    /// v2: cells and curves carry their attack form and `adaptive`; galleries their picked rows.
+    static let formatVersion = "journal-v2"
     let directory: String
 
     init(outputDirectory: String, settings: EvaluationSettings, test: Dataset) throws {
@@ -19,6 +21,7 @@ struct EvaluationJournal {
         let settingsJSON = String(decoding: try encoder.encode(settings), as: UTF8.self)
         var h = Hash()
         h.add(EvaluationJournal.formatVersion)
+        h.add(AdvKitVersion.string)
         h.add(settingsJSON)
         h.add("\(test.imageShape)|\(test.count)")
         test.images.withUnsafeBufferPointer { p in h.add(UnsafeRawBufferPointer(p)) }
@@ -35,13 +38,24 @@ struct EvaluationJournal {
         return directory + "/" + safe + "-" + String(h.value & 0xFFFF_FFFF, radix: 16) + ".json"
     }
 
-    func load<T: Decodable>(_ unit: String, as type: T.Type) -> T? {
-        guard let data = FileManager.default.contents(atPath: path(unit)) else { return nil }
-        return try? JSONDecoder().decode(T.self, from: data)
+    /// A unit's file: the value, the unit's name and the version that wrote it.
+    struct Envelope<T: Codable>: Codable {
+        var advkit: String
+        var unit: String
+        var value: T
     }
 
-    func save<T: Encodable>(_ value: T, unit: String) throws {
-        try FileIO.writeAtomically(try JSONEncoder().encode(value), to: path(unit))
+    func load<T: Codable>(_ unit: String, as type: T.Type) -> T? {
+        guard let data = FileManager.default.contents(atPath: path(unit)),
+              let kept = try? JSONDecoder().decode(Envelope<T>.self, from: data),
+              kept.advkit == AdvKitVersion.string, kept.unit == unit else { return nil }
+        return kept.value
+    }
+
+    func save<T: Codable>(_ value: T, unit: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        try FileIO.writeAtomically(try encoder.encode(Envelope(advkit: AdvKitVersion.string, unit: unit, value: value)), to: path(unit))
     }
 
     /// 64-bit FNV-1a.

@@ -1,9 +1,8 @@
 import Foundation
 
 /// Writes an evaluation's folder: results.json, report.md, report.html (pictures embedded), and the PNGs.
+/// Every document states the AdvKit version that wrote it (`AdvKitVersion`).
 public enum ReportWriter {
-    public static let version = "0.1.0"
-
     typealias Picture = (file: String, title: String, caption: String)
 
     /// Writes every file; returns their names.
@@ -16,12 +15,12 @@ public enum ReportWriter {
             pictures.append((file, title, caption))
         }
         for attack in r.settings.attacks {
-            guard let g = evaluator.gallery(attack) else { continue }
+            guard let g = evaluator.gallery(attack), let record = r.galleries.first(where: { $0.attack == attack }) else { continue }
             let rows = g.rows.enumerated().map { i, row in
-                "row \(i + 1): \(classNames[row.label]) → predicted \(classNames[row.clean]), after the attack \(classNames[row.adv]) (\(String(format: "%.1f%%", row.conf * 100)))"
+                "row \(i + 1) (\(row.outcome)): \(classNames[row.label]) → predicted \(classNames[row.clean]), after the attack \(classNames[row.adv]) (\(String(format: "%.1f%%", row.conf * 100)))"
             }.joined(separator: "; ")
             try save(g.png, "gallery-\(attack).png", "Gallery: \(attack.uppercased()) on the undefended model",
-                     "Each row: original, perturbation (amplified to the full range), adversarial. " + rows)
+                     "Each row: original, perturbation (amplified to the full range), adversarial. " + galleryCounts(record) + " " + rows)
         }
         if r.models.contains(where: { $0.name == "none" }) {
             try save(evaluator.saliencyPicture(), "saliency.png", "Saliency maps (undefended model)",
@@ -29,6 +28,13 @@ public enum ReportWriter {
         }
         let shard = evaluator.shard.map { "\($0.index)/\($0.count)" }
         return try writeDocuments(r, dir: dir, pictures: pictures, timings: evaluator.timings, shard: shard)
+    }
+
+    /// What a gallery's rows are: how many fooled the model, failed, or were wrong before the attack.
+    static func galleryCounts(_ g: EvaluationResults.Gallery) -> String {
+        "Successful attacks first: of the \(g.indices.count) images shown, \(g.fooled) fooled the model, \(g.failed) "
+            + "\(g.failed == 1 ? "was" : "were") still classified right after the attack (failed), and \(g.alreadyWrong) "
+            + "\(g.alreadyWrong == 1 ? "was" : "were") already misclassified before it."
     }
 
     /// The curves (re-plotted from the numbers), results.json, report.md and report.html. `pictures` are the
@@ -51,7 +57,7 @@ public enum ReportWriter {
         var document: [String: Any] = [
             "results": results,
             "timings_seconds": timings.mapValues { ($0 * 10).rounded() / 10 },
-            "versions": ["advkit": version, "openblas_core": Parallelism.blasCoreName, "threads": Parallelism.threads,
+            "versions": ["advkit": AdvKitVersion.string, "openblas_core": Parallelism.blasCoreName, "threads": Parallelism.threads,
                          "OPENBLAS_CORETYPE": env["OPENBLAS_CORETYPE"] ?? "(unset)"],
         ]
         if let shard { document["shard"] = shard }
@@ -70,6 +76,11 @@ public enum ReportWriter {
         guard let doc = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let results = doc["results"] else {
             throw AdvKitError.invalidFile(path: path, reason: "not an AdvKit results.json (no \"results\" object)")
         }
+        let written = ((doc["versions"] as? [String: Any])?["advkit"] as? String) ?? "(unknown)"
+        guard written == AdvKitVersion.string else {
+            throw AdvKitError.invalidFile(path: path, reason: "written by AdvKit \(written), this is \(AdvKitVersion.string): "
+                                          + "its cells may be computed or labelled differently; run the evaluation again")
+        }
         do {
             let r = try JSONDecoder().decode(EvaluationResults.self, from: JSONSerialization.data(withJSONObject: results))
             return (r, (doc["timings_seconds"] as? [String: Double]) ?? [:])
@@ -85,8 +96,9 @@ public enum ReportWriter {
         let merged = try EvaluationResults.merge(parts.map(\.results))
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         var pictures: [Picture] = []
-        let known: [(String, String, String)] = merged.settings.attacks.map {
-            ("gallery-\($0).png", "Gallery: \($0.uppercased()) on the undefended model", "Each row: original, perturbation (amplified), adversarial.")
+        let known: [(String, String, String)] = merged.settings.attacks.map { a in
+            ("gallery-\(a).png", "Gallery: \(a.uppercased()) on the undefended model",
+             "Each row: original, perturbation (amplified), adversarial. " + (merged.galleries.first { $0.attack == a }.map(galleryCounts) ?? ""))
         } + [("saliency.png", "Saliency maps (undefended model)", "Each row: an image and |∂logit(true class)/∂x|, scaled to its maximum.")]
         for (file, title, caption) in known {
             guard let src = dirs.first(where: { FileManager.default.fileExists(atPath: $0 + "/" + file) }) else { continue }
@@ -108,27 +120,41 @@ public enum ReportWriter {
         return e
     }
 
+    static let notAdaptive = "† not adaptive: the attack's loss leaves out part of the defense (a detector whose flags count as"
+        + " robust), so the number is an upper bound on robust accuracy, not a measure of the defense."
+
+    /// The attack form of a row of cells: one form when they share it, else each attack's.
+    static func forms(_ cells: [EvaluationResults.Cell]) -> String {
+        let distinct = cells.map(\.form).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        if distinct.count <= 1 { return distinct.first ?? "" }
+        return cells.map { "\($0.attack): \($0.form)" }.joined(separator: "; ")
+    }
+
     static func pct(_ x: Double?) -> String { x.map { String(format: "%.1f%%", $0 * 100) } ?? "–" }
     static func num(_ x: Double?) -> String { x.map { String(format: "%.3f", $0) } ?? "–" }
 
     static func markdown(_ r: EvaluationResults, pictures: [Picture], timings: [String: Double]) -> String {
         let s = r.settings
         var out = "# AdvKit robustness report\n\n"
-        out += "Dataset \(s.dataset), \(s.limit) test images, L∞ ε = \(s.epsilon) for the tables, PGD \(s.pgdSteps) steps"
+        out += "AdvKit \(AdvKitVersion.string). Dataset \(s.dataset), \(s.limit) test images, L∞ ε = \(s.epsilon) for the tables, PGD \(s.pgdSteps) steps"
         out += ", models trained on \(s.trainImages) images for \(s.epochs) epoch(s), seed \(s.seed)\(s.quick ? " (--quick)" : "").\n"
         out += "A number is the share of test images the defended model still classifies correctly (or flags, for a defense with a detector).\n\n"
         let defenses = s.defenses
         if !r.whiteBox.isEmpty {
-            out += "## White-box: attack × defense (adaptive attacks where the defense needs one)\n\n"
+            out += "## White-box: attack × defense (adaptive attacks where the defense has one)\n\n"
             out += "| defense | clean | " + s.attacks.joined(separator: " | ") + " | worst case | attack form |\n"
             out += "|---|---|" + String(repeating: "---|", count: s.attacks.count) + "---|---|\n"
             for d in defenses {
-                let cells = s.attacks.map { a in pct(r.whiteBox.first { $0.defense == d && $0.attack == a }?.robustAccuracy) }
-                let form = r.whiteBox.first { $0.defense == d && $0.attack == "pgd" }?.form ?? r.whiteBox.first { $0.defense == d }?.form ?? ""
-                out += "| \(d) | \(pct(r.cleanAccuracy[d])) | " + cells.joined(separator: " | ") + " | \(pct(r.worstCase[d])) | \(form) |\n"
+                let row = s.attacks.compactMap { a in r.whiteBox.first { $0.defense == d && $0.attack == a } }
+                let cells = s.attacks.map { a in
+                    r.whiteBox.first { $0.defense == d && $0.attack == a }.map { pct($0.robustAccuracy) + ($0.adaptive ? "" : " †") } ?? pct(nil)
+                }
+                out += "| \(d) | \(pct(r.cleanAccuracy[d])) | " + cells.joined(separator: " | ") + " | \(pct(r.worstCase[d])) | \(forms(row)) |\n"
             }
             out += "\nWorst case: an image counts as robust only if every attack above (DeepFool and C&W aside: they always"
-            out += " succeed by construction) and every transfer attack failed on it.\n\n"
+            out += " succeed by construction) and every transfer attack failed on it.\n"
+            if r.whiteBox.contains(where: { !$0.adaptive }) { out += "\n" + notAdaptive + "\n" }
+            out += "\n"
         }
         if !r.blackBox.isEmpty {
             out += "## Black-box: PGD transferred from the attacker's surrogates (\"hide the model\", \"hide the data\")\n\n"
@@ -145,9 +171,13 @@ public enum ReportWriter {
             out += "\n"
         }
         if !r.curves.isEmpty {
-            out += "## Robust accuracy against epsilon\n\n| defense | attack | " + s.epsilons.map { "ε \($0)" }.joined(separator: " | ") + " |\n"
-            out += "|---|---|" + String(repeating: "---|", count: s.epsilons.count) + "\n"
-            for c in r.curves { out += "| \(c.defense) | \(c.attack) | " + c.robustAccuracy.map { pct($0) }.joined(separator: " | ") + " |\n" }
+            out += "## Robust accuracy against epsilon\n\n| defense | attack | " + s.epsilons.map { "ε \($0)" }.joined(separator: " | ") + " | attack form |\n"
+            out += "|---|---|" + String(repeating: "---|", count: s.epsilons.count) + "---|\n"
+            for c in r.curves {
+                let mark = c.adaptive ? "" : " †"
+                out += "| \(c.defense) | \(c.attack)\(mark) | " + c.robustAccuracy.map { pct($0) }.joined(separator: " | ") + " | \(c.form) |\n"
+            }
+            if r.curves.contains(where: { !$0.adaptive }) { out += "\n" + notAdaptive + "\n" }
             out += "\n"
         }
         let failed = r.sanity.filter { !$0.passed }
