@@ -310,8 +310,25 @@ CK_VECTOR static void depthwise_input_part(void *ctx, size_t begin, size_t end, 
     }
 }
 
-// Filters [begin, end): dweight[o] and dbias[o] summed over the batch in image order (double accumulators: the
-// sums run over N*OH*OW terms).
+// Σ_i g[i] * src[i * sw] over one output row: 8 float lanes (vectorised when sw == 1) then their sum, in an order
+// fixed by `run` alone.
+CK_VECTOR static float row_dot(const float *g, const float *src, size_t sw, size_t run) {
+    float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    if (sw == 1) {
+        for (; i + 8 <= run; i += 8)
+            for (size_t l = 0; l < 8; l++) lanes[l] += g[i + l] * src[i + l];
+    } else {
+        for (; i + 8 <= run; i += 8)
+            for (size_t l = 0; l < 8; l++) lanes[l] += g[i + l] * src[(i + l) * sw];
+    }
+    float acc = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (; i < run; i++) acc += g[i] * src[i * sw];
+    return acc;
+}
+
+// Filters [begin, end): dweight[o] and dbias[o] summed over the batch in image order (rows in float, their sum in
+// double: it runs over N*OH rows).
 static void depthwise_weight_part(void *ctx, size_t begin, size_t end, size_t t) {
     (void)t;
     const general_job *j = (const general_job *)ctx;
@@ -341,8 +358,7 @@ static void depthwise_weight_part(void *ctx, size_t begin, size_t end, size_t t)
                         const long ih = input_row(oh, kh, s);
                         if (ih < 0) continue;
                         const float *src = inp_p + (size_t)ih * W + (lo * sw + off - s->pad_l);
-                        const float *g = dout_p + oh * OW + lo;
-                        for (size_t i = 0; i < hi - lo; i++) acc += (double)g[i] * (double)src[i * sw];
+                        acc += (double)row_dot(dout_p + oh * OW + lo, src, sw, hi - lo);
                     }
                 }
                 j->dweight[o * KH * KW + kh * KW + kw] += (float)acc;
