@@ -151,9 +151,9 @@ struct Train: ParsableCommand {
 
     @Option(help: "Training-time defense: \(DefenseName.allCases.map(\.rawValue).joined(separator: ", ")).")
     var defense: DefenseName = .none
-    @Option(help: "fgsm-at, pgd-at, trades: the L-inf radius, e.g. 0.1 or 8/255. (default: 0.1)") var atEps: PixelAmount?
+    @Option(help: "fgsm-at, pgd-at, trades: the L-inf radius, e.g. 0.1 or 8/255. (default: 0.1)", transform: PixelAmount.argument) var atEps: PixelAmount?
     @Option(help: "pgd-at, trades: PGD steps. (default: 7)") var atSteps: Int?
-    @Option(help: "pgd-at, trades: PGD step size. (default: 0.025)") var atAlpha: PixelAmount?
+    @Option(help: "pgd-at, trades: PGD step size. (default: 0.025)", transform: PixelAmount.argument) var atAlpha: PixelAmount?
     @Option(help: "fgsm-at, pgd-at: share of the loss on adversarial examples (1 is Madry's all-adversarial batches). (default: 0.5)") var atRatio: Float?
     @Option(help: "trades: beta, the weight of the KL term. (default: 6)") var tradesBeta: Float?
     @Option(help: "vat: xi, the finite-difference radius of the power iteration. (default: 1e-6)") var vatXi: Float?

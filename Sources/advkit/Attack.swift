@@ -64,13 +64,13 @@ struct AttackCommand: ParsableCommand {
 
     @Option(name: .customLong("model"), help: "The model (.safetensors).") var modelPath: String
     @Option(help: "The attack: \(AttackName.allCases.map(\.rawValue).joined(separator: ", ")).") var attack: AttackName
-    @Option(help: "Radius of the threat model's ball, e.g. 0.1 or 8/255 (fgsm, fgsm-ll, bim, mifgsm, rfgsm, pgd, apgd). (default: 0.1)")
+    @Option(help: "Radius of the threat model's ball, e.g. 0.1 or 8/255 (fgsm, fgsm-ll, bim, mifgsm, rfgsm, pgd, apgd). (default: 0.1)", transform: PixelAmount.argument)
     var eps: PixelAmount?
     @Option(help: "Norm: linf or l2 (fgsm, fgsm-ll, bim, pgd, apgd: default linf; deepfool: default l2, or linf; cw: l2 only; mifgsm, rfgsm: linf only).")
     var norm: Norm?
     @Option(help: "Iterations (bim: Kurakin's rule min(eps*255+4, 1.25*eps*255), 30 at eps 0.1, or 10 for l2; mifgsm 10; pgd 40; apgd 100; deepfool 50; cw 100 per search step).")
     var steps: Int?
-    @Option(help: "Step size, e.g. 0.01 or 2/255 (bim: eps/10, l2 eps/4; mifgsm: eps/steps; rfgsm: eps/2; pgd: 2.5*eps/steps).")
+    @Option(help: "Step size, e.g. 0.01 or 2/255 (bim: eps/10, l2 eps/4; mifgsm: eps/steps; rfgsm: eps/2; pgd: 2.5*eps/steps).", transform: PixelAmount.argument)
     var alpha: PixelAmount?
     @Option(help: "Random restarts, keeping each image's worst case (pgd). (default: 1)") var restarts: Int?
     @Option(help: "Overshoot of the total perturbation (deepfool). (default: 0.02)") var overshoot: Float?

@@ -11,7 +11,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Defenses, comma-separated (default all: \(EvaluationSettings.allDefenses.joined(separator: ","))).") var defenses: String?
     @Option(help: "Attacks, comma-separated (default fgsm,pgd,deepfool,cw; --quick: fgsm,pgd,deepfool).") var attacks: String?
     @Option(help: "Epsilons of the curves, comma-separated, decimals or fractions (0,2/255,4/255,8/255); at least 2.") var eps: String?
-    @Option(help: "The L-inf epsilon of the tables, e.g. 0.1 or 8/255.") var tableEps: PixelAmount = PixelAmount(0.1)
+    @Option(help: "The L-inf epsilon of the tables, e.g. 0.1 or 8/255. (default: 0.1)", transform: PixelAmount.argument) var tableEps: PixelAmount = PixelAmount(0.1)
     @Option(help: "Test images attacked (default 500; --quick 200).") var limit: Int?
     @Option(help: "Training images per model (default 20000; --quick 6000).") var trainImages: Int?
     @Option(help: "Training epochs per model (default 2; --quick 1).") var epochs: Int?

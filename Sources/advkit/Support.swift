@@ -50,15 +50,17 @@ func describe(_ error: Error) -> String {
     return prefix + text
 }
 
-/// A pixel-unit amount as the field writes it: a decimal (0.031) or a fraction of integers (8/255).
-struct PixelAmount: ExpressibleByArgument, CustomStringConvertible {
+/// A pixel-unit amount as the field writes it: a decimal (0.031) or a fraction of integers (8/255). Options take it
+/// with `transform: PixelAmount.argument`, so that a bad value gets this type's message.
+struct PixelAmount: CustomStringConvertible {
     let value: Float
     let text: String
 
-    init?(argument: String) {
-        guard let v = try? PixelAmount.parse(argument) else { return nil }
-        value = v
-        text = argument
+    static func argument(_ s: String) throws -> PixelAmount { PixelAmount(value: try parse(s), text: s) }
+
+    init(value: Float, text: String) {
+        self.value = value
+        self.text = text
     }
 
     init(_ value: Float) {

@@ -2,22 +2,40 @@ import AdvKit
 import AdvKitTestSupport
 import XCTest
 
-/// Attacks tested by their properties and by their effect on the PyTorch-trained reference CNN
-/// (../shared/peers/models/fmnist_cnn.safetensors) on Fashion-MNIST test images.
+/// Attacks tested by their properties and by their effect on a reference CNN trained here, in the test (seconds,
+/// so these run in any clone), on Fashion-MNIST test images; and cross-checked against PyTorch on the
+/// PyTorch-trained weights (../shared/peers/models/fmnist_cnn.safetensors), the one part that needs ../shared.
 final class AttackTests: XCTestCase {
     private static var cached: (Model, Dataset)?
+    private static var peer: Model?
 
-    /// The trained model and the first `n` test images.
+    /// A reference CNN trained in the test (seed 0, 1 epoch on 12,000 training images: ~80% test accuracy) and
+    /// the first `n` test images.
     private func setup(_ n: Int) throws -> (Model, Dataset) {
         if Self.cached == nil {
-            guard FileManager.default.fileExists(atPath: RepositoryPaths.peerModel) else {
-                throw XCTSkip("\(RepositoryPaths.peerModel) is not beside the repository")
-            }
-            let model = Model(.cnn)
-            try model.load(from: RepositoryPaths.peerModel)
-            Self.cached = (model, try fashionMNISTTest().prefix(256))
+            let test = try fashionMNISTTest().prefix(256)
+            let train = try Dataset.mnistFormat(directory: Dataset.defaultFashionMNISTDirectory, split: .train).prefix(12_000)
+            let model = Model(.cnn, seed: 0)
+            var config = testTrainingConfiguration(epochs: 1)
+            config.batchSize = 64
+            config.learningRate = 1e-3
+            _ = try Trainer(model: model, configuration: config).fit(train)
+            XCTAssertGreaterThan(model.accuracy(test.images, labels: test.labels), 0.7, "the model trained in the test learned")
+            Self.cached = (model, test)
         }
         return (Self.cached!.0, Self.cached!.1.prefix(n))
+    }
+
+    /// The PyTorch-trained weights from ../shared, for the cross-checks against PyTorch.
+    private func peerModel() throws -> Model {
+        if let m = Self.peer { return m }
+        guard FileManager.default.fileExists(atPath: RepositoryPaths.peerModel) else {
+            throw XCTSkip("\(RepositoryPaths.peerModel) is not beside the repository (only the PyTorch cross-check needs it)")
+        }
+        let model = Model(.cnn)
+        try model.load(from: RepositoryPaths.peerModel)
+        Self.peer = model
+        return model
     }
 
     private func assertInsideBall(_ r: AttackResult, _ clean: Tensor, norm: Norm, epsilon: Float,
@@ -46,7 +64,8 @@ final class AttackTests: XCTestCase {
     }
 
     func testFGSMMatchesPyTorchOnTheTrainedModel() throws {
-        let (model, d) = try setup(256)
+        let model = try peerModel()
+        let d = try setup(256).1
         let r = try FGSM(epsilon: 0.1).run(model, images: d.images, labels: d.labels)
         // PyTorch, torchattacks, ART and foolbox: every image's adversarial class in bench_t2.json.
         let results = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: RepositoryPaths.peerResults))) as! [String: Any]
@@ -156,6 +175,81 @@ final class AttackTests: XCTestCase {
         expect({ try FGSM().run(model, images: d.images * 2, labels: d.labels) }, "outside [0.0, 1.0]")
         expect({ try FGSM().run(model, images: Tensor(zeros: [4, 1, 14, 14]), labels: d.labels) }, "the model takes images of shape")
         expect({ try JSMA(gamma: 0).run(model, images: d.images, labels: d.labels) }, "gamma must be in (0, 1]")
+    }
+
+    func testL2FastGradientAndL2BIMStepAlongTheNormalisedGradient() throws {
+        let (model, d) = try setup(32)
+        for a: Attack in [FGSM(epsilon: 1, norm: .l2), BIM(epsilon: 1, norm: .l2)] {
+            let r = try a.run(model, images: d.images, labels: d.labels)
+            assertInsideBall(r, d.images, norm: .l2, epsilon: 1)
+            // An L2 step of radius 1 moves single pixels far less than 1 (an L-inf step of 1 would destroy the image).
+            let linf = median(r.outcomes.map { Double($0.linf) })!
+            XCTAssertLessThan(linf, 0.6, "\(a.name): median L-inf \(linf) shows an L2 step, not an L-inf one")
+            XCTAssertLessThan(r.robustAccuracy, r.cleanAccuracy, "\(a.name) hurts the model")
+        }
+        // FGM's step has length ε before clipping: where no pixel is clipped, ‖δ‖₂ = ε exactly.
+        let fgm = try FGSM(epsilon: 0.5, norm: .l2).run(model, images: d.images, labels: d.labels)
+        XCTAssertTrue(fgm.outcomes.contains { abs($0.l2 - 0.5) < 1e-4 } || fgm.outcomes.allSatisfy { $0.l2 <= 0.5 + 1e-5 })
+        XCTAssertEqual(FGSM(norm: .l2).name, "fgm-l2")
+        XCTAssertEqual(BIM(epsilon: 1, norm: .l2).steps, 10)
+        XCTAssertThrowsError(try BIM(epsilon: 1, momentum: 1, norm: .l2).validate()) { XCTAssertTrue("\($0)".contains("L-inf")) }
+    }
+
+    func testEveryAttackRecordsItsEffectiveSettings() {
+        XCTAssertEqual(PGD().settings["steps"], .int(40))
+        XCTAssertEqual(PGD(epsilon: 0.1).settings["alpha"], .float(2.5 * 0.1 / 40))
+        XCTAssertEqual(BIM(epsilon: 0.1).settings["steps"], .int(30), "Kurakin's rule at eps 0.1")
+        let attacks: [Attack] = [FGSM(), RFGSM(), BIM(), BIM.momentum(), PGD(), APGD(), JSMA(), DeepFool(), CarliniWagnerL2()]
+        for a in attacks {
+            XCTAssertFalse(a.settings.isEmpty, a.name)
+            if !(a is JSMA) { XCTAssertNotNil(a.settings["norm"], "\(a.name) records its norm") }
+        }
+    }
+
+    /// An attack written as a user would, outside the module, from the public toolkit alone: a targeted L2 PGD
+    /// with a random start that keeps each image's worst case.
+    private struct UserL2Attack: Attack {
+        var epsilon: Float = 2
+        var name: String { "user-l2" }
+        var settings: [String: SettingValue] { ["epsilon": .float(epsilon), "norm": .string("l2")] }
+        func perturb(_ model: Classifier, _ batch: AttackBatch) -> Tensor {
+            let loss = AttackLoss()
+            var worst = WorstCase(batch.images)
+            var x = Norm.l2.randomStart(batch, epsilon: epsilon, stream: 7)
+            for _ in 0..<20 {
+                let e = loss.evaluate(model, x, batch)
+                worst.offer(x, losses: batch.ascending(e.losses), reached: batch.reached(e.logits))
+                Norm.l2.step(&x, gradient: e.gradient, origin: batch.images, alpha: epsilon / 8, epsilon: epsilon, bounds: batch.bounds)
+            }
+            let e = loss.evaluate(model, x, batch)
+            worst.offer(x, losses: batch.ascending(e.losses), reached: batch.reached(e.logits))
+            return worst.images
+        }
+    }
+
+    func testAnAttackBuiltFromThePublicToolkitWorks() throws {
+        let (model, d) = try setup(16)
+        let r = try UserL2Attack().run(model, images: d.images, labels: d.labels, goal: .targeted(8))
+        assertInsideBall(r, d.images, norm: .l2, epsilon: 2)
+        XCTAssertGreaterThan(r.successRate, 0.5, "the toolkit's pieces make a working targeted attack")
+        // The goal test the attack used is the one the outcomes use: every success is a reached goal.
+        let batch = AttackBatch(images: r.adversarial, labels: d.labels, targets: [Int32](repeating: 8, count: 16), goal: .targeted(8))
+        let reached = batch.reached(model.logits(of: r.adversarial))
+        for (i, o) in r.outcomes.enumerated() where o.cleanPrediction == o.label && o.label != 8 { XCTAssertEqual(o.success, reached[i]) }
+        // Per-image norms against a direct sum.
+        let delta = r.adversarial - d.images
+        let n = perImageNorms(delta)
+        let row = Array(delta.scalars[0..<784])
+        XCTAssertEqual(Double(n.l2[0]), row.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot(), accuracy: 1e-5)
+        XCTAssertEqual(Double(n.l1[0]), row.reduce(0.0) { $0 + Double(abs($1)) }, accuracy: 1e-4)
+    }
+
+    func testWorstCaseKeepsReachedThenHighestLoss() {
+        var w = WorstCase(Tensor(zeros: [3, 1, 1, 1]))
+        w.offer(Tensor([1, 1, 1], shape: [3, 1, 1, 1]), losses: [1, 1, 1], reached: [false, true, false])
+        w.offer(Tensor([2, 2, 2], shape: [3, 1, 1, 1]), losses: [2, 5, 0.5], reached: [false, false, false])
+        XCTAssertEqual(w.images.scalars, [2, 1, 1], "higher loss replaces; a reached goal is kept; a lower loss is not taken")
+        XCTAssertEqual(w.reached, [false, true, false])
     }
 
     func testSaliencyMaps() throws {

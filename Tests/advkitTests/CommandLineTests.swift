@@ -149,10 +149,11 @@ final class CommandLineTests: XCTestCase {
                                        "--gda-copies", "2", "--out", dir + "/gda.safetensors", "--quiet"])
         XCTAssertEqual(code, 0, err)
         XCTAssertTrue(out.contains("on 1536 images"), "GDA trains on the originals and 2 noisy copies: \(out)")
-        for (defense, key) in [("feature-squeezing", "detection_rate"), ("noise", "noisy_robust_accuracy")] {
+        for (defense, key, options) in [("feature-squeezing", "detection_rate", ["--calibration-images", "64"]),
+                                        ("noise", "noisy_robust_accuracy", ["--noise-draws", "2"])] {
             (code, out, err) = try advkit(["attack", "--arch", "mlp", "--model", model] + data + ["--data-dir", dir, "--attack", "pgd",
-                                           "--eps", "0.2", "--steps", "5", "--limit", "32", "--defense", defense,
-                                           "--calibration-images", "64", "--noise-draws", "2", "--out", dir + "/adv-\(defense).idx",
+                                           "--eps", "0.2", "--steps", "5", "--limit", "32", "--defense", defense] + options + [
+                                           "--out", dir + "/adv-\(defense).idx",
                                            "--json", dir + "/\(defense).json", "--quiet"])
             XCTAssertEqual(code, 0, err)
             let j = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/\(defense).json"))) as! [String: Any]
@@ -171,7 +172,7 @@ final class CommandLineTests: XCTestCase {
         try Model(.mlp, inputShape: [1, 28, 28], classes: 10, seed: 0).save(to: model)
         try Data("not an idx file".utf8).write(to: URL(fileURLWithPath: dir + "/bad.idx"))
         let cases: [([String], String)] = [
-            (["attack", "--arch", "mlp", "--model", model, "--data-dir", dir] + data + ["--attack", "fgsm", "--eps=-0.1", "--out", dir + "/o1.idx"], "--eps must be a number >= 0"),
+            (["attack", "--arch", "mlp", "--model", model, "--data-dir", dir] + data + ["--attack", "fgsm", "--eps=-0.1", "--out", dir + "/o1.idx"], "--eps must be >= 0"),
             (["attack", "--arch", "mlp", "--model", model, "--data-dir", dir] + data + ["--attack", "nope", "--out", dir + "/o2.idx"], "nope"),
             (["attack", "--arch", "mlp", "--model", model, "--data-dir", dir] + data + ["--attack", "pgd", "--steps", "0", "--out", dir + "/o3.idx"], "--steps must be >= 1"),
             (["attack", "--arch", "mlp", "--model", model, "--data-dir", dir] + data + ["--attack", "fgsm", "--targeted", "--out", dir + "/o4.idx"], "--targeted needs --target-class"),
@@ -189,6 +190,97 @@ final class CommandLineTests: XCTestCase {
             XCTAssertNotEqual(code, 0, "\(args) should fail")
             XCTAssertTrue((err + out).contains(message), "\(args): \"\(err)\" does not say \"\(message)\"")
             XCTAssertFalse(err.contains("Fatal error") || err.contains("Stack dump"), "\(args) crashed: \(err)")
+        }
+        let written = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("o") }
+        XCTAssertEqual(written, [], "a failed command writes no output file")
+    }
+
+    private func readJSON(_ path: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+    }
+
+    /// What the JSON records is what ran: every effective setting (defaults included), the model's SHA-256 and
+    /// the version; the norm asked for is the norm run; fractions are read as the field writes them.
+    func testTheJSONRecordsWhatRan() throws {
+        let model = dir + "/m.safetensors"
+        try Model(.mlp, inputShape: [1, 28, 28], classes: 10, seed: 0).save(to: model)
+        let common = ["attack", "--arch", "mlp", "--model", model] + data + ["--data-dir", dir, "--limit", "16", "--quiet"]
+        var (code, out, err) = try advkit(common + ["--attack", "pgd", "--out", dir + "/a.idx", "--json", dir + "/a.json"])
+        XCTAssertEqual(code, 0, err)
+        var j = try readJSON(dir + "/a.json")
+        var s = j["settings"] as! [String: Any]
+        XCTAssertEqual(s["steps"] as? Int, 40, "the default steps are recorded")
+        XCTAssertEqual(s["alpha"] as! Double, 2.5 * 0.1 / 40, accuracy: 1e-9, "the default step size is recorded")
+        XCTAssertEqual(s["norm"] as? String, "linf")
+        XCTAssertEqual(s["random_start"] as? Bool, true)
+        XCTAssertEqual(s["restarts"] as? Int, 1)
+        XCTAssertEqual(s["epsilon"] as! Double, 0.1, accuracy: 1e-9)
+        let m = j["model"] as! [String: Any]
+        XCTAssertEqual(m["sha256"] as? String, try SHA256.hex(ofFile: model))
+        XCTAssertEqual(j["advkit_version"] as? String, AdvKitVersion.string)
+
+        (code, out, err) = try advkit(common + ["--attack", "bim", "--eps", "8/255", "--out", dir + "/b.idx", "--json", dir + "/b.json"])
+        XCTAssertEqual(code, 0, err)
+        s = try readJSON(dir + "/b.json")["settings"] as! [String: Any]
+        XCTAssertEqual(s["epsilon"] as! Double, 8.0 / 255, accuracy: 1e-7)
+        XCTAssertEqual(s["eps_given_as"] as? String, "8/255")
+        XCTAssertEqual(s["steps"] as? Int, 10, "Kurakin's rule at 8/255: min(8 + 4, 1.25 * 8) = 10")
+
+        (code, out, err) = try advkit(common + ["--attack", "fgsm", "--norm", "l2", "--eps", "1", "--out", dir + "/c.idx", "--json", dir + "/c.json"])
+        XCTAssertEqual(code, 0, err)
+        j = try readJSON(dir + "/c.json")
+        s = j["settings"] as! [String: Any]
+        XCTAssertEqual(s["norm"] as? String, "l2")
+        XCTAssertEqual(s["attack"] as? String, "fgm-l2")
+        for o in j["per_image"] as! [[String: Any]] {
+            XCTAssertLessThanOrEqual(o["l2"] as! Double, 1 + 1e-5, "an L2 attack of radius 1 stays in the L2 ball")
+        }
+        XCTAssertTrue(out.contains("l2 eps 1"), out)
+
+        (code, out, _) = try advkit(["--version"])
+        XCTAssertEqual(code, 0)
+        XCTAssertEqual(out.trimmingCharacters(in: .whitespacesAndNewlines), AdvKitVersion.string)
+    }
+
+    /// Options the chosen attack, defense or training does not take are errors that say who takes them; inputs
+    /// that used to trap end in a one-line message; output paths are checked before any work.
+    func testOptionsThatDoNotApplyAndFormerTrapsAreClearErrors() throws {
+        let model = dir + "/m.safetensors"
+        try Model(.mlp, inputShape: [1, 28, 28], classes: 10, seed: 0).save(to: model)
+        let attack = ["attack", "--arch", "mlp", "--model", model] + data + ["--data-dir", dir, "--limit", "8"]
+        func idx(_ dims: [Int]) -> Data {
+            var d = Data([0, 0, 0x08, UInt8(dims.count)])
+            for v in dims { d.append(contentsOf: [UInt8(v >> 24 & 255), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)]) }
+            d.append(Data(repeating: 7, count: dims.reduce(1, *)))
+            return d
+        }
+        try idx([32, 28, 28, 3]).write(to: URL(fileURLWithPath: dir + "/nhwc.idx"))
+        try idx([32, 12, 12]).write(to: URL(fileURLWithPath: dir + "/small.idx"))
+        try IDX.encodeLabels([Int32](repeating: 1, count: 32)).write(to: URL(fileURLWithPath: dir + "/l32.idx"))
+        FileManager.default.createFile(atPath: dir + "/afile", contents: Data())
+        try FileManager.default.createDirectory(atPath: dir + "/adir", withIntermediateDirectories: true)
+        let cases: [([String], String)] = [
+            (attack + ["--attack", "fgsm", "--steps", "10", "--restarts", "3", "--out", dir + "/o1.idx"],
+             "--steps does not apply to --attack fgsm; it is taken by bim, mifgsm, pgd, apgd, deepfool, cw"),
+            (attack + ["--attack", "cw", "--eps", "0.05", "--out", dir + "/o2.idx"], "--eps does not apply to --attack cw"),
+            (attack + ["--attack", "mifgsm", "--norm", "l2", "--out", dir + "/o3.idx"], "--attack mifgsm runs in linf only"),
+            (attack + ["--attack", "pgd", "--eps", "8/0", "--out", dir + "/o4.idx"], "'8/0' is not a number or a fraction such as 0.03 or 8/255"),
+            (attack + ["--attack", "fgsm", "--noise-draws", "4", "--out", dir + "/o5.idx"], "--noise-draws does not apply to --defense none"),
+            (attack + ["--attack", "fgsm", "--out", dir + "/o6.idx", "--json", dir + "/adir"], "--json \(dir)/adir is a folder"),
+            (attack + ["--attack", "fgsm", "--out", dir + "/nowhere/o7.idx"], "does not exist"),
+            (["train", "--arch", "mlp"] + data + ["--data-dir", dir, "--at-eps", "0.1", "--out", dir + "/o8.safetensors"],
+             "--at-eps does not apply to --defense none"),
+            (["predict", "--model", model, "--images", dir + "/nhwc.idx", "--labels", dir + "/l32.idx"], "the reference CNN (--arch cnn) needs"),
+            (["predict", "--model", model, "--images", dir + "/small.idx", "--labels", dir + "/l32.idx"], "at least 16×16, got 12×12"),
+            (["predict", "--arch", "mlp", "--model", model, "--images", dir + "/small.idx", "--labels", dir + "/l32.idx"], "the model needs [256, 144]"),
+            (["evaluate", "--quick", "--out", dir + "/afile"], "--out \(dir)/afile is a file"),
+        ]
+        for (args, message) in cases {
+            let (code, out, err) = try advkit(args)
+            // 1: a failure in the work, 64: ArgumentParser's usage error; a trap would be 132 or 133.
+            XCTAssertTrue(code == 1 || code == 64, "\(args) should fail with exit 1 or 64, not \(code) (a trap): \(err)")
+            XCTAssertTrue((err + out).contains(message), "\(args): \"\(err)\" does not say \"\(message)\"")
+            XCTAssertFalse(err.contains("NSCocoaErrorDomain") || err.contains("Fatal error") || err.contains("precondition"), err)
         }
         let written = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("o") }
         XCTAssertEqual(written, [], "a failed command writes no output file")
