@@ -1,5 +1,5 @@
 // swift-tools-version:5.10
-// libFuzzer targets for AdvKit's parsers (IDX, CIFAR-10, safetensors). A package of its own: a fuzz target has
+// libFuzzer targets for AdvKit's parsers (IDX, CIFAR-10, safetensors, ONNX). A package of its own: a fuzz target has
 // no main (libFuzzer brings it), so it cannot sit among the main package's products. See Fuzz/run.sh.
 import PackageDescription
 

@@ -1,20 +1,30 @@
 import AdvKit
 import Foundation
 
-/// One input for libFuzzer. The first byte picks the parser; the rest is the file. Every parser must either
-/// return a value or throw AdvKitError: a crash, a trap or a hang is a finding.
+/// One input for libFuzzer. The first byte picks the parser (% 4: IDX, CIFAR-10, safetensors, ONNX); the rest is
+/// the file. Every parser must either return a value or throw AdvKitError: a crash, a trap or a hang is a finding.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     guard count >= 1 else { return 0 }
     let bytes = UnsafeRawBufferPointer(start: start, count: count)
     let data = Data(bytes.dropFirst())
-    switch bytes[0] % 3 {
+    switch bytes[0] % 4 {
     case 0:
         if let f = try? IDX.parse(data) { precondition(f.values.count == f.dims.reduce(1, *)) }
     case 1:
         if let d = try? CIFAR10.parse(data) { precondition(d.images.count == d.count * 3072) }
-    default:
+    case 2:
         if let t = try? Safetensors.parse(data) { for (_, v) in t.tensors { precondition(v.count == v.shape.count) } }
+    default:
+        // No folder: a tensor with external data must throw, never touch the file system.
+        if let m = try? ONNXModel.parse(data) {
+            for (_, t) in m.graph.initializers {
+                switch t.values {
+                case let .float(x): precondition(x.count == t.count)
+                case let .int(v): precondition(v.count == t.count)
+                }
+            }
+        }
     }
     return 0
 }
