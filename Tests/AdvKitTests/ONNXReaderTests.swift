@@ -502,6 +502,15 @@ final class ONNXReaderTests: XCTestCase {
         let twice = modelWith([external("W", dims: [2, 3], [("location", "weights/m.data"), ("offset", "8"), ("length", "24")]),
                                external("V", dims: [2, 3], [("location", "weights/m.data"), ("offset", "8"), ("length", "24")])])
         assertThrows(try parse(twice, directory: dir), containing: "take more bytes from weights/m.data than its 40")
+        let aliased = modelWith([external("W", dims: [2, 3], [("location", "weights/m.data"), ("offset", "8"), ("length", "24")]),
+                                 external("V", dims: [2, 3], [("location", "./weights//./m.data"), ("offset", "8"), ("length", "24")])])
+        assertThrows(try parse(aliased, directory: dir), containing: "than its 40 (the same bytes named twice?)")
+        // Empty files: an empty model says so; an empty external file serves a tensor of 0 elements.
+        try Data().write(to: URL(fileURLWithPath: dir + "/empty.data"))
+        try Data().write(to: URL(fileURLWithPath: dir + "/empty.onnx"))
+        assertThrows(try ONNXModel.read(dir + "/empty.onnx"), containing: "the file is empty")
+        try Data(modelWith([external("Z", dims: [0, 4], [("location", "empty.data")])])).write(to: URL(fileURLWithPath: dir + "/z.onnx"))
+        XCTAssertEqual(try ONNXModel.read(dir + "/z.onnx").graph.initializers["Z"]?.dims, [0, 4])
         assertThrows(try ONNXModel.read(dir + "/none.onnx"), containing: "no such file")
     }
 

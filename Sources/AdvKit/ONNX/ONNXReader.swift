@@ -456,11 +456,14 @@ final class ONNXReaderContext {
         }
         let offset = try number(offsetText, "offset") ?? 0
         let wantLength = try number(lengthText, "length")
-        let file = (directory.isEmpty ? "." : directory) + "/" + location
-        if external[location] == nil {
-            external[location] = (try ONNXReaderFiles.map(file, path: path, what: "external data file \(location) of \(described)"), 0)
+        // One key per file however the location spells it ("a.data", "./a.data", "x//../a.data" is refused above),
+        // so the byte budget below cannot be multiplied by aliases.
+        let key = location.split(separator: "/").filter { $0 != "." }.joined(separator: "/")
+        let file = (directory.isEmpty ? "." : directory) + "/" + key
+        if external[key] == nil {
+            external[key] = (try ONNXReaderFiles.map(file, path: path, what: "external data file \(location) of \(described)"), 0)
         }
-        let (data, used) = external[location]!
+        let (data, used) = external[key]!
         guard offset <= data.count else {
             throw fail("\(described) has external data offset \(offset), past the end of \(location) (\(data.count) bytes)")
         }
@@ -477,7 +480,7 @@ final class ONNXReaderContext {
         guard used + length <= data.count else {
             throw fail("the tensors take more bytes from \(location) than its \(data.count) (the same bytes named twice?)")
         }
-        external[location]!.used = used + length
+        external[key]!.used = used + length
         let values = data.withUnsafeBytes { raw in
             Self.convertRaw(UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + length)]), type: type, count: count, dims: dims)
         }
