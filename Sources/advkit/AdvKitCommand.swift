@@ -84,8 +84,8 @@ enum DatasetName: String, ExpressibleByArgument, CaseIterable {
 extension Architecture: ExpressibleByArgument {}
 
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Architecture: cnn, mlp or resnet.")
-    var arch: Architecture = .cnn
+    @Option(help: "Architecture of a .safetensors model: cnn, mlp or resnet. (default: cnn) Not for .onnx: the graph is the architecture.")
+    var arch: Architecture?
 
     @Option(help: "Hidden activation: relu, or brelu (bounded ReLU, see --brelu-bound).")
     var activation: ActivationName = .relu
@@ -93,23 +93,73 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "The bound t of the bounded ReLU min(max(x,0),t).")
     var breluBound: Float = 1
 
+    @Option(help: "ONNX: multiply the [0,1] pixels by this inside the graph (255 for a model trained on 0-255 pixels). (default: 1)")
+    var inputScale: Float?
+    @Option(help: "ONNX: per-channel mean subtracted inside the graph after the scale, comma-separated (e.g. 0.4914,0.4822,0.4465), for a normalisation the exported graph does not contain.")
+    var mean: String?
+    @Option(help: "ONNX: per-channel standard deviation divided by inside the graph, comma-separated.")
+    var std: String?
+    @Option(help: "ONNX: the model's input layout, nchw or nhwc. (default: read from the model's declared input shape)")
+    var layout: ImageLayout?
+
     func validate() throws {
         guard breluBound.isFinite && breluBound > 0 else { throw ValidationError("--brelu-bound must be > 0, got \(breluBound)") }
+        _ = try inputOptions()
     }
+
+    var archValue: Architecture { arch ?? .cnn }
 
     var activationValue: Activation { activation == .relu ? .relu : .boundedReLU(breluBound) }
 
-    func make(for data: Dataset, seed: UInt64) throws -> Model {
-        try Model.validate(arch, inputShape: data.imageShape, classes: data.classCount)
-        return Model(arch, inputShape: data.imageShape, classes: data.classCount, activation: activationValue, seed: seed)
+    /// The ONNX input options, parsed.
+    func inputOptions() throws -> ONNXInputOptions {
+        func floats(_ s: String?, _ flag: String) throws -> [Float]? {
+            try s.map { text in
+                try text.split(separator: ",").map {
+                    guard let v = Float($0.trimmingCharacters(in: .whitespaces)), v.isFinite else {
+                        throw ValidationError("\(flag): '\($0)' is not a number")
+                    }
+                    return v
+                }
+            }
+        }
+        let o = ONNXInputOptions(inputScale: inputScale ?? 1, mean: try floats(mean, "--mean"), std: try floats(std, "--std"), layout: layout)
+        do { try o.validate() } catch let e as AdvKitError { throw ValidationError(e.description) }
+        return o
     }
 
-    func load(_ path: String, for data: Dataset) throws -> Model {
+    var onnxOptionsGiven: Bool { inputScale != nil || mean != nil || std != nil || layout != nil }
+
+    /// The architecture recorded in JSON: the built-in one, or "onnx".
+    func archRecord(_ path: String) -> String { ModelOptions.isONNX(path) ? "onnx" : archValue.rawValue }
+
+    static func isONNX(_ path: String) -> Bool { path.lowercased().hasSuffix(".onnx") }
+
+    func make(for data: Dataset, seed: UInt64) throws -> Model {
+        try Model.validate(archValue, inputShape: data.imageShape, classes: data.classCount)
+        return Model(archValue, inputShape: data.imageShape, classes: data.classCount, activation: activationValue, seed: seed)
+    }
+
+    /// A model to predict with or attack: an ONNX graph (the file is the architecture), or safetensors weights of
+    /// a built-in architecture sized for `data`.
+    func load(_ path: String, for data: Dataset) throws -> Classifier {
+        if ModelOptions.isONNX(path) {
+            if arch != nil { throw AdvKitError.invalidArgument("--arch does not apply to an .onnx model: its graph is the architecture") }
+            if activation != .relu { throw AdvKitError.invalidArgument("--activation does not apply to an .onnx model") }
+            let m = try ONNXClassifier(contentsOf: path, options: try inputOptions())
+            try m.checkImages(data.images.batch(0..<min(1, data.count)))
+            return m
+        }
+        if onnxOptionsGiven {
+            throw AdvKitError.invalidArgument("--input-scale, --mean, --std and --layout apply to .onnx models; \(path) is safetensors")
+        }
         let m = try make(for: data, seed: 0)
         try m.load(from: path)
         return m
     }
 }
+
+extension ImageLayout: ExpressibleByArgument {}
 
 enum ActivationName: String, ExpressibleByArgument { case relu, brelu }
 
@@ -230,7 +280,7 @@ struct Train: ParsableCommand {
             let history = try trainer.fit(train, test: test, checkpoint: out, resume: resume)
             let acc = history.last?.testAccuracy ?? 0
             print(String(format: "trained %@ (defense %@) on %d images for %d epoch(s) in %.1fs: test accuracy %.2f%% on %d images; saved %@",
-                         model.arch.rawValue, defense.rawValue, train.count, history.count, Date().timeIntervalSince(started), acc * 100, test.count, out))
+                         model.archValue.rawValue, defense.rawValue, train.count, history.count, Date().timeIntervalSince(started), acc * 100, test.count, out))
         }
     }
 }
@@ -242,7 +292,7 @@ struct Predict: ParsableCommand {
     @OptionGroup var network: ModelOptions
     @OptionGroup var threads: ThreadOptions
 
-    @Option(name: .customLong("model"), help: "The model (.safetensors).") var modelPath: String
+    @Option(name: .customLong("model"), help: "The model: .onnx (any exported classifier), or .safetensors with --arch.") var modelPath: String
     @Option(help: "Write accuracy, predictions, confidences and logits as JSON to this file.") var json: String?
 
     func run() throws {
@@ -251,7 +301,8 @@ struct Predict: ParsableCommand {
             threads.apply()
             let test = try data.load(.test)
             let m = try network.load(modelPath, for: test)
-            let logits = m.logits(test.images)
+            try m.checkImages(test.images)
+            let logits = m.logits(of: test.images)
             let z = logits.scalars, k = m.classCount
             let classes = logits.argmaxRows()
             // Softmax probability of the predicted class: 1 / Σ exp(z_j − z_max).
@@ -266,7 +317,7 @@ struct Predict: ParsableCommand {
                 let rows = (0..<test.count).map { i in (0..<k).map { Double(z[i * k + $0]) } }
                 try writeJSON(["accuracy": accuracy, "images": test.count, "predictions": classes,
                                "confidences": confidences.map(Double.init), "logits": rows,
-                               "model": try modelRecord(path: modelPath, arch: network.arch.rawValue), "data": data.record,
+                               "model": try modelRecord(path: modelPath, arch: network.archRecord(modelPath)), "data": data.record,
                                "threads": Parallelism.threads, "advkit_version": AdvKitVersion.string], to: json)
             }
         }

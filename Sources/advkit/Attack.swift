@@ -62,7 +62,7 @@ struct AttackCommand: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
     @OptionGroup var defenses: DefenseOptions
 
-    @Option(name: .customLong("model"), help: "The model (.safetensors).") var modelPath: String
+    @Option(name: .customLong("model"), help: "The model: .onnx (any exported classifier), or .safetensors with --arch.") var modelPath: String
     @Option(help: "The attack: \(AttackName.allCases.map(\.rawValue).joined(separator: ", ")).") var attack: AttackName
     @Option(help: "Radius of the threat model's ball, e.g. 0.1 or 8/255 (fgsm, fgsm-ll, bim, mifgsm, rfgsm, pgd, apgd). (default: 0.1)", transform: PixelAmount.argument)
     var eps: PixelAmount?
@@ -185,7 +185,7 @@ struct AttackCommand: ParsableCommand {
                                "success_rate": result.successRate, "median_l2": result.medianL2 as Any,
                                "median_linf": result.medianLinf as Any, "mean_l2": result.meanL2 as Any,
                                "settings": settings, "seed": seed, "seconds": result.seconds, "per_image": perImage,
-                               "model": try modelRecord(path: modelPath, arch: network.arch.rawValue),
+                               "model": try modelRecord(path: modelPath, arch: network.archRecord(modelPath)),
                                "data": data.record, "advkit_version": AdvKitVersion.string,
                                "defense": defenseMetrics.merging(defenses.settings) { a, _ in a }], to: json)
             }

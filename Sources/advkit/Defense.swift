@@ -102,7 +102,7 @@ struct DefenseOptions: ParsableArguments {
     }
 
     /// The classifier the attack runs against.
-    func target(_ model: Model, seed: UInt64) throws -> Classifier {
+    func target(_ model: Classifier, seed: UInt64) throws -> Classifier {
         if oblivious { return model }
         switch defense {
         case .none, .detector: return model
@@ -112,7 +112,7 @@ struct DefenseOptions: ParsableArguments {
     }
 
     /// Loads or trains the detector network.
-    func detectorNetwork(for model: Model, attack: Attack, train: Dataset, seed: UInt64, quiet: Bool) throws -> DetectorNetwork {
+    func detectorNetwork(for model: Classifier, attack: Attack, train: Dataset, seed: UInt64, quiet: Bool) throws -> DetectorNetwork {
         if let path = detectorModel, FileManager.default.fileExists(atPath: path) {
             let net = Model(.cnn, inputShape: model.inputShape, classes: 2)
             try net.load(from: path)
@@ -130,7 +130,7 @@ struct DefenseOptions: ParsableArguments {
     }
 
     /// Measures the defense on the clean and adversarial test images; prints a summary and returns the JSON fields.
-    func evaluate(model: Model, test: Dataset, adversarial: Tensor, attack: Attack, train: () throws -> Dataset,
+    func evaluate(model: Classifier, test: Dataset, adversarial: Tensor, attack: Attack, train: () throws -> Dataset,
                   seed: UInt64, quiet: Bool) throws -> [String: Any] {
         func pct(_ x: Double) -> String { String(format: "%.2f%%", x * 100) }
         func accuracy(_ predictions: [Int?]) -> Double {

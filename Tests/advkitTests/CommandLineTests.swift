@@ -285,4 +285,33 @@ final class CommandLineTests: XCTestCase {
         let written = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("o") }
         XCTAssertEqual(written, [], "a failed command writes no output file")
     }
+
+    /// An ONNX export of the PyTorch-trained reference CNN (Tests/Fixtures/onnx) on the first 1,024 Fashion-MNIST test
+    /// images: PyTorch's accuracy, and FGSM's robust accuracy; the same adversarial class image by image as the
+    /// safetensors path where ../shared has the weights.
+    func testAnONNXModelFromTheCommandLine() throws {
+        _ = try fashionMNISTTest()
+        let onnx = RepositoryPaths.root + "/Tests/Fixtures/onnx/cnn_dynamo.onnx"
+        var (code, out, err) = try advkit(["predict", "--model", onnx, "--dataset", "fashion-mnist", "--limit", "1024", "--json", dir + "/p.json"])
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(out.contains("accuracy 89.36% (915 of 1024 images)"), out)
+        let p = try readJSON(dir + "/p.json")
+        XCTAssertEqual((p["logits"] as! [[Double]]).count, 1024)
+        XCTAssertEqual((p["model"] as! [String: Any])["arch"] as? String, "onnx")
+        (code, out, err) = try advkit(["attack", "--model", onnx, "--dataset", "fashion-mnist", "--limit", "1024", "--attack", "fgsm",
+                                       "--eps", "0.1", "--out", dir + "/adv.idx", "--json", dir + "/a.json", "--quiet"])
+        XCTAssertEqual(code, 0, err)
+        let a = try readJSON(dir + "/a.json")
+        XCTAssertEqual(a["robust_accuracy"] as! Double, 168.0 / 1024, accuracy: 1e-9, "16.41%, as PyTorch's weights give through safetensors")
+        (code, _, err) = try advkit(["predict", "--model", onnx, "--arch", "cnn", "--limit", "4"])
+        XCTAssertTrue(code != 0 && err.contains("--arch does not apply to an .onnx model"), err)
+        (code, _, err) = try advkit(["predict", "--model", RepositoryPaths.root + "/Tests/Fixtures/onnx/resnet_bn_norm.onnx", "--limit", "4"])
+        XCTAssertTrue(code != 0 && err.contains("the model takes images of shape [3, 32, 32]"), err)
+        guard FileManager.default.fileExists(atPath: RepositoryPaths.peerModel) else { return }
+        (code, _, err) = try advkit(["attack", "--model", RepositoryPaths.peerModel, "--dataset", "fashion-mnist", "--limit", "1024",
+                                     "--attack", "fgsm", "--eps", "0.1", "--out", dir + "/adv2.idx", "--json", dir + "/b.json", "--quiet"])
+        XCTAssertEqual(code, 0, err)
+        let classes = { (j: [String: Any]) in (j["per_image"] as! [[String: Any]]).map { $0["adversarial_prediction"] as! Int } }
+        XCTAssertEqual(classes(a), classes(try readJSON(dir + "/b.json")), "the same adversarial class, image by image")
+    }
 }
