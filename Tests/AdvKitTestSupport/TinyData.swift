@@ -28,3 +28,23 @@ public func testTrainingConfiguration(epochs: Int, seed: UInt64 = 0) -> Training
     c.progress = .silent
     return c
 }
+
+/// A reference CNN trained here (seed 0, Adam 1e-3, batch 64, 1 epoch on the first 12,000 Fashion-MNIST training
+/// images: about 80% test accuracy, a few seconds in release) and the first 256 test images; trained once per test
+/// process. For attack tests that need a real model in any clone (no ../shared).
+public func trainedReferenceCNN() throws -> (model: Model, test: Dataset) {
+    if let c = TrainedCache.value { return c }
+    let test = try fashionMNISTTest().prefix(256)
+    let train = try Dataset.mnistFormat(directory: Dataset.defaultFashionMNISTDirectory, split: .train).prefix(12_000)
+    let model = Model(.cnn, seed: 0)
+    var config = testTrainingConfiguration(epochs: 1)
+    config.batchSize = 64
+    config.learningRate = 1e-3
+    _ = try Trainer(model: model, configuration: config).fit(train)
+    TrainedCache.value = (model, test)
+    return (model, test)
+}
+
+private enum TrainedCache {
+    nonisolated(unsafe) static var value: (model: Model, test: Dataset)?
+}

@@ -13,13 +13,7 @@ final class AttackTests: XCTestCase {
     /// the first `n` test images.
     private func setup(_ n: Int) throws -> (Model, Dataset) {
         if Self.cached == nil {
-            let test = try fashionMNISTTest().prefix(256)
-            let train = try Dataset.mnistFormat(directory: Dataset.defaultFashionMNISTDirectory, split: .train).prefix(12_000)
-            let model = Model(.cnn, seed: 0)
-            var config = testTrainingConfiguration(epochs: 1)
-            config.batchSize = 64
-            config.learningRate = 1e-3
-            _ = try Trainer(model: model, configuration: config).fit(train)
+            let (model, test) = try trainedReferenceCNN()
             XCTAssertGreaterThan(model.accuracy(test.images, labels: test.labels), 0.7, "the model trained in the test learned")
             Self.cached = (model, test)
         }
