@@ -148,4 +148,49 @@ final class ONNXImportTests: XCTestCase {
         two.graph.inputs.append(ONNXValueInfo(name: "extra", elementType: .float, dims: [.fixed(1)]))
         expect(try ONNXClassifier(two, path: "two.onnx"), "2 data inputs")
     }
+
+    /// Conv → BatchNormalization → Relu: the BN folded into the conv's weights and the Relu fused into the conv give
+    /// the function the unfolded graph computes (the same graph with a zero added between Conv and BN, which
+    /// blocks both rewrites), values and input gradients.
+    func testFoldedBatchNormAndFusedReluComputeTheUnfoldedGraph() throws {
+        var rng = SeededGenerator(seed: 3, stream: 1)
+        func tensor(_ name: String, _ dims: [Int], lo: Float = -1, hi: Float = 1) -> ONNXTensor {
+            let n = dims.reduce(1, *)
+            let v = (0..<n).map { _ in lo + (hi - lo) * rng.nextUniform() }
+            return ONNXTensor(name: name, dataType: .float, dims: dims, values: .float(Tensor(v, shape: Shape(dims))))
+        }
+        // One set of weights for both graphs.
+        var weights = [tensor("W", [4, 3, 3, 3]), tensor("B", [4]), tensor("g", [4], lo: 0.5, hi: 1.5), tensor("b", [4]),
+                       tensor("m", [4]), tensor("v", [4], lo: 0.2, hi: 2), tensor("F", [5, 4]), tensor("c", [5])]
+        weights.append(ONNXTensor(name: "zero", dataType: .float, dims: [1], values: .float(Tensor([0]))))
+        func graph(blocked: Bool) -> ONNXModel {
+            let inits = weights
+            var nodes = [ONNXNode(name: "conv", opType: "Conv", domain: "", inputs: ["x", "W", "B"], outputs: ["y"],
+                                  attributes: ["pads": .ints([1, 1, 1, 1])])]
+            if blocked { nodes.append(ONNXNode(name: "add0", opType: "Add", domain: "", inputs: ["y", "zero"], outputs: ["y0"], attributes: [:])) }
+            nodes += [
+                ONNXNode(name: "bn", opType: "BatchNormalization", domain: "", inputs: [blocked ? "y0" : "y", "g", "b", "m", "v"],
+                         outputs: ["z"], attributes: ["epsilon": .float(1e-3)]),
+                ONNXNode(name: "relu", opType: "Relu", domain: "", inputs: ["z"], outputs: ["r"], attributes: [:]),
+                ONNXNode(name: "gap", opType: "GlobalAveragePool", domain: "", inputs: ["r"], outputs: ["p"], attributes: [:]),
+                ONNXNode(name: "flat", opType: "Flatten", domain: "", inputs: ["p"], outputs: ["f"], attributes: [:]),
+                ONNXNode(name: "fc", opType: "Gemm", domain: "", inputs: ["f", "F", "c"], outputs: ["logits"], attributes: ["transB": .int(1)]),
+            ]
+            let g = ONNXGraph(name: "g", nodes: nodes, initializers: Dictionary(uniqueKeysWithValues: inits.map { ($0.name, $0) }),
+                              inputs: [ONNXValueInfo(name: "x", elementType: .float, dims: [.symbolic("n"), .fixed(3), .fixed(8), .fixed(8)])],
+                              outputs: [ONNXValueInfo(name: "logits", elementType: .float, dims: [.symbolic("n"), .fixed(5)])])
+            return ONNXModel(irVersion: 8, producerName: "test", producerVersion: "", opsetImports: ["": 17], graph: g)
+        }
+        let folded = try ONNXClassifier(graph(blocked: false)), plain = try ONNXClassifier(graph(blocked: true))
+        XCTAssertTrue(folded.notes.contains { $0.contains("folded 1 BatchNormalization") }, "\(folded.notes)")
+        XCTAssertTrue(folded.notes.contains { $0.contains("fused 1 Relu") }, "\(folded.notes)")
+        XCTAssertFalse(plain.notes.contains { $0.contains("folded") }, "\(plain.notes)")
+        let x = Tensor((0..<(2 * 3 * 64)).map { _ in rng.nextUniform() }, shape: [2, 3, 8, 8])
+        // Folding rescales the weights in double, then rounds to float: agreement to float32 rounding.
+        assertClose(folded.logits(of: x).scalars, plain.logits(of: x).scalars, atol: 1e-5, rtol: 1e-5, "folded = unfolded")
+        let seed = Tensor((0..<10).map { _ in rng.nextUniform() }, shape: [2, 5])
+        let t1 = Tape(), v1 = t1.input(x), t2 = Tape(), v2 = t2.input(x)
+        assertClose(t1.gradient(of: folded(v1), seed: seed, wrt: v1).scalars, t2.gradient(of: plain(v2), seed: seed, wrt: v2).scalars,
+                    atol: 1e-5, rtol: 1e-4, "input gradients")
+    }
 }

@@ -241,16 +241,23 @@ public final class ONNXClassifier: Classifier {
         }
         // Relu fused into the Conv / Gemm before it.
         var fusedCount = 0
+        // Readers of each tensor after the aliases above (a Conv → BatchNorm → Relu chain reads the Conv's output).
+        var readers: [String: Int] = [:]
+        for (i, n) in nodes.enumerated() where !removed.contains(i) {
+            for x in n.inputs where !x.isEmpty { readers[resolve(x), default: 0] += 1 }
+        }
         for (i, n) in nodes.enumerated() where n.opType == "Relu" && !removed.contains(i) {
             let src = resolve(n.inputs[0])
             guard let p = producer[src], ["Conv", "Gemm"].contains(nodes[p].opType), fused[p] == nil,
-                  (consumers[src] ?? []).filter({ !removed.contains($0) }).count == 1, !outputs.contains(src) else { continue }
+                  readers[src] == 1, !outputs.contains(src), resolve(resolvedOutput) != src else { continue }
             fused[p] = .relu
             alias[n.outputs[0]] = src
             removed.insert(i)
             fusedCount += 1
         }
         if fusedCount > 0 { notes.append("fused \(fusedCount) Relu into the Conv/Gemm before it") }
+        let clips = fuseClipsIntoConvolutions(producer: producer, graphOutputs: outputs, removed: &removed)
+        if clips > 0 { notes.append("fused \(clips) Clip(0, t) into the Conv before it (bounded ReLU)") }
         order = nodes.indices.filter { !removed.contains($0) }
         // The parameters the remaining graph reads, in graph order.
         var seen = Set<String>()
