@@ -27,6 +27,27 @@ func broadcastStrides(_ dims: [Int], to out: [Int]) -> [Int] {
     }
 }
 
+/// Σₖ term(k) for k in 0..<n: eight independent float partial sums (so the adds pipeline instead of waiting on
+/// one another), combined in Double.
+@inline(__always)
+func rowSum(_ n: Int, _ term: (Int) -> Float) -> Float {
+    var lanes = SIMD8<Float>()
+    var k = 0
+    while k + 8 <= n {
+        var v = SIMD8<Float>()
+        for j in 0..<8 { v[j] = term(k + j) }
+        lanes += v
+        k += 8
+    }
+    var s = 0.0
+    for j in 0..<8 { s += Double(lanes[j]) }
+    while k < n {
+        s += Double(term(k))
+        k += 1
+    }
+    return Float(s)
+}
+
 /// A loop nest over up to three strided operands (strides and offsets in elements). The innermost dimension is
 /// left to the caller as a row: `forEachRow` calls its body once per row with the three row-start offsets, and the
 /// body runs a tight loop of `rowLength` elements with the strides `inner0`, `inner1`, `inner2`.
@@ -73,15 +94,20 @@ struct RowLoop {
     /// Calls `body(offset0, offset1, offset2)` at the start of every row, outer dimensions in row-major order.
     @inline(__always)
     func forEachRow(_ body: (Int, Int, Int) -> Void) {
+        forEachPrefix(dims.count - 1, body)
+    }
+
+    /// Calls `body(offset0, offset1, offset2)` for every index of the first `levels` dimensions (row-major).
+    @inline(__always)
+    func forEachPrefix(_ levels: Int, _ body: (Int, Int, Int) -> Void) {
         if dims.contains(0) { return }
-        let outer = dims.count - 1
-        var rows = 1
-        for i in 0..<outer { rows *= dims[i] }
-        var index = [Int](repeating: 0, count: outer)
+        var count = 1
+        for i in 0..<levels { count *= dims[i] }
+        var index = [Int](repeating: 0, count: levels)
         var o0 = base0, o1 = base1, o2 = base2
-        for _ in 0..<rows {
+        for _ in 0..<count {
             body(o0, o1, o2)
-            var d = outer - 1
+            var d = levels - 1
             while d >= 0 {
                 index[d] += 1
                 o0 += strides0[d]
@@ -93,6 +119,28 @@ struct RowLoop {
                 o2 -= strides2[d] * dims[d]
                 index[d] = 0
                 d -= 1
+            }
+        }
+    }
+
+    /// True when operand 1 runs along the last dimension with a large stride but is contiguous along the one before
+    /// (a transpose of the last two dimensions, NCHW ↔ NHWC): row by row, every element would be a cache miss.
+    private var transposedTail: Bool {
+        let c = dims.count
+        return c >= 2 && inner1 != 0 && inner1 != 1 && strides1[c - 2] == 1
+    }
+
+    /// Calls `body(offset0, offset1, count0, count1)` on 32×32 tiles of the last two dimensions: offsets of the
+    /// tile's first element, its extent along the second-to-last and the last dimension.
+    @inline(__always)
+    private func forEachTile(_ body: (Int, Int, Int, Int) -> Void) {
+        let c = dims.count, rows = dims[c - 2], n = dims[c - 1], tile = 32
+        let r0 = strides0[c - 2], r1 = strides1[c - 2], s0 = inner0, s1 = inner1
+        forEachPrefix(c - 2) { o0, o1, _ in
+            for rb in stride(from: 0, to: rows, by: tile) {
+                for kb in stride(from: 0, to: n, by: tile) {
+                    body(o0 + rb * r0 + kb * s0, o1 + rb * r1 + kb * s1, Swift.min(tile, rows - rb), Swift.min(tile, n - kb))
+                }
             }
         }
     }
@@ -109,6 +157,16 @@ struct RowLoop {
     /// broadcasting one value over the row; operand 0 is dense in every use but a block of a larger output (concat).
     func gather(into p0: UnsafeMutablePointer<Float>, from p1: UnsafePointer<Float>, scale: Float = 1, accumulate: Bool) {
         let n = rowLength, s0 = inner0, s1 = inner1
+        if transposedTail {
+            let r0 = strides0[dims.count - 2]
+            forEachTile { o0, o1, rows, cols in
+                for r in 0..<rows {
+                    let dst = p0 + o0 + r * r0, src = p1 + o1 + r
+                    for k in 0..<cols { dst[k * s0] = (accumulate ? dst[k * s0] : 0) + scale * src[k * s1] }
+                }
+            }
+            return
+        }
         forEachRow { o0, o1, _ in
             let dst = p0 + o0, src = p1 + o1
             guard s0 == 1 else {
@@ -130,21 +188,25 @@ struct RowLoop {
     }
 
     /// p1 += scale·p0 over every element; where operand 1's inner stride is 0 a whole row of p0 is summed
-    /// (in Double) into one element of p1 (the pullback of a broadcast, the forward of a reduction).
+    /// (`rowSum`) into one element of p1 (the pullback of a broadcast, the forward of a reduction).
     func scatterAdd(from p0: UnsafePointer<Float>, into p1: UnsafeMutablePointer<Float>, scale: Float = 1) {
         let n = rowLength, s0 = inner0, s1 = inner1
+        if transposedTail {
+            let r0 = strides0[dims.count - 2]
+            forEachTile { o0, o1, rows, cols in
+                for r in 0..<rows {
+                    let src = p0 + o0 + r * r0, dst = p1 + o1 + r
+                    for k in 0..<cols { dst[k * s1] += scale * src[k * s0] }
+                }
+            }
+            return
+        }
         forEachRow { o0, o1, _ in
             let src = p0 + o0, dst = p1 + o1
             switch (s0, s1) {
             case (1, 1): for k in 0..<n { dst[k] += scale * src[k] }
-            case (1, 0):
-                var s = 0.0
-                for k in 0..<n { s += Double(src[k]) }
-                dst[0] += scale * Float(s)
-            case (_, 0):
-                var s = 0.0
-                for k in 0..<n { s += Double(src[k * s0]) }
-                dst[0] += scale * Float(s)
+            case (1, 0): dst[0] += scale * rowSum(n) { src[$0] }
+            case (_, 0): dst[0] += scale * rowSum(n) { src[$0 * s0] }
             case (1, _): for k in 0..<n { dst[k * s1] += scale * src[k] }
             default: for k in 0..<n { dst[k * s1] += scale * src[k * s0] }
             }
@@ -248,7 +310,7 @@ extension Tape {
         }
     }
 
-    /// The gradient of operand 1 (a) or 2 (b): d += f(g, a, b), summed in Double over a row where d is broadcast.
+    /// The gradient of operand 1 (a) or 2 (b): d += f(g, a, b), summed (`rowSum`) over a row where d is broadcast.
     @inline(__always)
     static func reduceRows(_ loop: RowLoop, into d: UnsafeMutablePointer<Float>, operand: Int, g: UnsafePointer<Float>,
                            _ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, _ f: (Float, Float, Float) -> Float) {
@@ -264,25 +326,16 @@ extension Tape {
             case (true, false, _):
                 let u = x[0]
                 for k in 0..<n { dst[k] += f(gg[k], u, y[k]) }
-            case (false, true, true):
-                var s = 0.0
-                for k in 0..<n { s += Double(f(gg[k], x[k], y[k])) }
-                dst[0] += Float(s)
+            case (false, true, true): dst[0] += rowSum(n) { f(gg[$0], x[$0], y[$0]) }
             case (false, true, false):
                 let v = y[0]
-                var s = 0.0
-                for k in 0..<n { s += Double(f(gg[k], x[k], v)) }
-                dst[0] += Float(s)
+                dst[0] += rowSum(n) { f(gg[$0], x[$0], v) }
             case (false, false, true):
                 let u = x[0]
-                var s = 0.0
-                for k in 0..<n { s += Double(f(gg[k], u, y[k])) }
-                dst[0] += Float(s)
+                dst[0] += rowSum(n) { f(gg[$0], u, y[$0]) }
             case (false, false, false):
                 let u = x[0], v = y[0]
-                var s = 0.0
-                for k in 0..<n { s += Double(f(gg[k], u, v)) }
-                dst[0] += Float(s)
+                dst[0] += rowSum(n) { f(gg[$0], u, v) }
             }
         }
     }
