@@ -661,7 +661,7 @@ final class ONNXReaderTests: XCTestCase {
         for (name, bytes) in seeds { XCTAssertNoThrow(try parse(bytes), name) }
         for file in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
             let data = try Data(contentsOf: URL(fileURLWithPath: folder + "/" + file))
-            XCTAssertEqual(data.first.map { $0 % 4 }, 3, "\(file): the fuzz target picks ONNX by first byte % 4 == 3")
+            XCTAssertEqual(data.first, 3, "\(file): the fuzz target's selector for ONNX is 3")
             XCTAssertNoThrow(try ONNXModel.parse(data.dropFirst()), file)
         }
     }

@@ -188,14 +188,25 @@ struct ONNXProtoReader {
             guard r.count % 4 == 0 else {
                 throw fail("\(fieldName) holds \(r.count) bytes of packed 4-byte values, not a multiple of 4")
             }
-            out.reserveCapacity(out.count + r.count / 4)
-            for o in stride(from: r.lowerBound, to: r.upperBound, by: 4) {
-                out.append(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt32.self)))
-            }
+            appendRaw(r, to: &out)
         } else {
             try expect(.fixed32)
             out.append(try fixed32())
         }
+    }
+
+    /// Appends the little-endian elements in `r` (whose size the caller checked to be a multiple of the element
+    /// size): one copy of the bytes, not a loop of loads (a 50 MB float_data tensor is a packed run).
+    private func appendRaw<T: FixedWidthInteger>(_ r: Range<Int>, to out: inout [T]) {
+        let n = r.count / MemoryLayout<T>.size
+        let old = out.count
+        out.append(contentsOf: repeatElement(0, count: n))
+        out.withUnsafeMutableBytes { dst in
+            if n > 0 { (dst.baseAddress! + old * MemoryLayout<T>.size).copyMemory(from: bytes.baseAddress! + r.lowerBound, byteCount: r.count) }
+        }
+        #if !_endian(little)
+        for k in old..<out.count { out[k] = T(littleEndian: out[k]) }
+        #endif
     }
 
     /// Appends fixed64 elements (double): packed or one per field.
@@ -205,10 +216,7 @@ struct ONNXProtoReader {
             guard r.count % 8 == 0 else {
                 throw fail("\(fieldName) holds \(r.count) bytes of packed 8-byte values, not a multiple of 8")
             }
-            out.reserveCapacity(out.count + r.count / 8)
-            for o in stride(from: r.lowerBound, to: r.upperBound, by: 8) {
-                out.append(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt64.self)))
-            }
+            appendRaw(r, to: &out)
         } else {
             try expect(.fixed64)
             out.append(try fixed64())

@@ -390,7 +390,7 @@ final class ONNXReaderContext {
         switch type {
         case .float:
             values = .float(Self.floatTensor(dims: dims, count: count) { p in
-                for k in 0..<count { p[k] = Float(bitPattern: t.floatData[k]) }
+                t.floatData.withUnsafeBytes { UnsafeMutableRawPointer(p).copyMemory(from: $0.baseAddress!, byteCount: 4 * count) }
             })
         case .double:
             values = .float(Self.floatTensor(dims: dims, count: count) { p in
