@@ -29,7 +29,14 @@ let package = Package(
         ),
         // zlib (Debian: zlib1g-dev), for gzip-compressed IDX files.
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "AdvKit", dependencies: ["CKernels", "CZlib"]),
+        // libpng and libjpeg-turbo (Debian: libpng-dev, libjpeg62-turbo-dev), for image folders.
+        .systemLibrary(name: "CPNG", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", providers: [.apt(["libjpeg62-turbo-dev"])]),
+        // A small C shim over them: their errors (longjmp from a callback) become return codes, never an abort. A
+        // system library's `link` reaches Swift importers only, so the C target names the libraries itself.
+        .target(name: "CImageIO", dependencies: ["CPNG", "CJPEG"],
+                linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]),
+        .target(name: "AdvKit", dependencies: ["CKernels", "CZlib", "CImageIO"]),
         .executableTarget(
             name: "advkit",
             dependencies: ["AdvKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what AdvKit needs on Debian (run as root): OpenBLAS, the LLVM OpenMP runtime, zlib, and the default
-# dataset (Fashion-MNIST from Debian's dataset-fashion-mnist). Swift itself must already be installed.
+# Installs what AdvKit needs on Debian (run as root): OpenBLAS, the LLVM OpenMP runtime, zlib, libpng and libjpeg-turbo
+# (image folders), and the default dataset (Fashion-MNIST from Debian's dataset-fashion-mnist). Swift itself must
+# already be installed.
 set -euo pipefail
-packages=(libopenblas-dev libomp-dev zlib1g-dev dataset-fashion-mnist)
+packages=(libopenblas-dev libomp-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -20,26 +20,79 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Folder of the dataset's files (default: Debian's /usr/share/datasets/fashion-mnist for fashion-mnist).")
     var dataDir: String?
 
-    @Option(help: "IDX images file (uint8, or float32 as `advkit attack` writes); replaces --dataset's test split.")
+    @Option(help: "Your own test images, replacing --dataset's test split: a folder of PNG/JPEG files (one subfolder per class, labelled by the sorted folder names, or flat and unlabeled), a NumPy .npy or .npz (uint8 0-255 or float in [0,1]; N,H,W, N,C,H,W or N,H,W,C), or an IDX file.")
     var images: String?
 
-    @Option(help: "IDX labels file, with --images.")
+    @Option(help: "Labels for --images: .npy, .npz or IDX. Optional: an image folder's class folders or an .npz's y/labels array serve, and without labels the model's own predictions are the labels.")
     var labels: String?
+
+    @Option(help: "A file of class names in the model's order, one per line (default: the class folders' names, else --dataset's).")
+    var classes: String?
+
+    @Option(help: ".npz: the key of the images. (default: the first of \(NPZKeys.images.joined(separator: ", ")))")
+    var npzImages: String?
+
+    @Option(help: ".npz: the key of the labels. (default: the first of \(NPZKeys.labels.joined(separator: ", ")))")
+    var npzLabels: String?
+
+    @Option(help: "The layout of 4-dimensional NumPy images: nchw or nhwc. (default: where the 1 or 3 channels are, and the model's input shape)")
+    var dataLayout: ImageLayout?
+
+    @Option(help: "Convert the images to 1 (grayscale) or 3 (RGB) channels. (default: an .onnx model's channels, else the files')")
+    var channels: Int?
+
+    @Option(help: "Resize every image to HxW, e.g. 32x32 (bilinear, antialiased as Pillow's); without it images of different sizes are an error.")
+    var resize: String?
 
     @Option(help: "Use only the first N test images.")
     var limit: Int?
 
     func validate() throws {
         if let limit, limit < 1 { throw ValidationError("--limit must be >= 1, got \(limit)") }
-        if (images == nil) != (labels == nil) { throw ValidationError("--images and --labels go together") }
+        if images == nil {
+            let needImages: [(String, Bool)] = [("--labels", labels != nil), ("--classes", classes != nil), ("--npz-images", npzImages != nil),
+                                                ("--npz-labels", npzLabels != nil), ("--data-layout", dataLayout != nil),
+                                                ("--channels", channels != nil), ("--resize", resize != nil)]
+            if let flag = needImages.first(where: \.1)?.0 { throw ValidationError("\(flag) applies to --images (your own files)") }
+        }
+        if let channels, channels != 1 && channels != 3 { throw ValidationError("--channels must be 1 or 3, got \(channels)") }
+        _ = try resizeValue()
     }
 
+    /// --resize as (height, width): "32x32", "28x32" or "32".
+    func resizeValue() throws -> (height: Int, width: Int)? {
+        guard let resize else { return nil }
+        let parts = resize.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard (parts.count == 1 || parts.count == 2), let h = parts[0], let w = parts.last!, (1...16_384).contains(h), (1...16_384).contains(w) else {
+            throw ValidationError("--resize wants HxW (e.g. 32x32) with sides in 1...16384, got '\(resize)'")
+        }
+        return (h, w)
+    }
+
+    /// --dataset's class names.
     var classNames: [String] {
         switch dataset {
         case .fashionMNIST: return Dataset.fashionMNISTClasses
         case .mnist: return Dataset.mnistClasses
         case .cifar10: return Dataset.cifar10Classes
         }
+    }
+
+    /// The names of the --classes file: one per line, blank lines and surrounding spaces dropped.
+    func classesFile() throws -> [String]? {
+        guard let classes else { return nil }
+        let text = String(decoding: try FileIO.read(classes, limit: 1 << 24), as: UTF8.self)
+        let names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !names.isEmpty else { throw AdvKitError.invalidFile(path: classes, reason: "lists no class names (want one per line)") }
+        if let dup = Dictionary(grouping: names, by: { $0 }).first(where: { $0.value.count > 1 })?.key {
+            throw AdvKitError.invalidFile(path: classes, reason: "lists the class '\(dup)' twice")
+        }
+        return names
+    }
+
+    func loadOptions(imageShape: Shape? = nil) throws -> ImageLoadOptions {
+        ImageLoadOptions(layout: dataLayout, imageShape: imageShape, channels: channels, resize: try resizeValue(), imagesKey: npzImages,
+                         labelsKey: npzLabels, classNames: try classesFile(), limit: limit)
     }
 
     /// What the JSON outputs record about the data.
@@ -52,12 +105,48 @@ struct DataOptions: ParsableArguments {
         return r
     }
 
+    /// `record`, with what loading found: the files' format and layout, where the labels came from (or that they are
+    /// the model's predictions), and the class names.
+    func record(for test: Dataset) -> [String: Any] {
+        var r = record
+        r["class_names"] = test.classNames
+        if let s = test.source {
+            r["format"] = s.format.rawValue
+            r["layout"] = s.layout.rawValue
+            if s.labelsArePredictions { r["labels"] = "model predictions (no labels given)" } else if let l = s.labels { r["labels"] = l }
+        }
+        return r
+    }
+
+    /// A split without a model: the test split may be your own files, which must then have labels.
     func load(_ split: Dataset.Split) throws -> Dataset {
-        if split == .test, let images, let labels {
-            return try Dataset.fromIDX(images: images, labels: labels, classNames: classNames).prefix(limit)
+        if split == .test, let images {
+            return try Dataset.load(images: images, labels: labels, options: try loadOptions()).dataset(defaultClassNames: classNames)
         }
         let d = try loadDataset(dataset, dataDir: dataDir, split: split)
         return split == .test ? d.prefix(limit) : d
+    }
+
+    /// The test images and the model for `predict` and `attack`. Your own files are laid out and converted to an
+    /// .onnx model's declared input (channels, layout); without labels the model's predictions on the clean images
+    /// are the labels, as ART does, and a line says so.
+    func loadTest(model path: String, _ network: ModelOptions) throws -> (test: Dataset, model: Classifier) {
+        guard let images else {
+            let d = try load(.test)
+            return (d, try network.load(path, for: d))
+        }
+        var shape: Shape?
+        if ModelOptions.isONNX(path) { shape = try ONNXClassifier(contentsOf: path, options: try network.inputOptions()).inputShape }
+        let loaded = try Dataset.load(images: images, labels: labels, options: try loadOptions(imageShape: shape))
+        // Built-in architectures are sized by the data: its classes are the files' class names, else --dataset's.
+        let names = loaded.classNames ?? classNames
+        let sizing = try Dataset(images: loaded.images, labels: [Int32](repeating: 0, count: loaded.count), classNames: names, name: images)
+        let model = try network.load(path, for: sizing)
+        let test = try loaded.dataset(for: model, defaultClassNames: classNames)
+        if test.source?.labelsArePredictions == true {
+            print("labels: none given, so the model's own predictions on the clean images are the labels (as ART does); clean accuracy is 100% by construction")
+        }
+        return (test, model)
     }
 }
 
@@ -299,8 +388,7 @@ struct Predict: ParsableCommand {
         try reportingErrors {
             if let json { try OutputPath.checkFile(json, option: "--json") }
             threads.apply()
-            let test = try data.load(.test)
-            let m = try network.load(modelPath, for: test)
+            let (test, m) = try data.loadTest(model: modelPath, network)
             try m.checkImages(test.images)
             let logits = m.logits(of: test.images)
             let z = logits.scalars, k = m.classCount
@@ -313,12 +401,16 @@ struct Predict: ParsableCommand {
             let correct = zip(classes, test.labels).filter { $0 == Int($1) }.count
             let accuracy = test.count > 0 ? Double(correct) / Double(test.count) : 0
             print(String(format: "accuracy %.2f%% (%d of %d images)", accuracy * 100, correct, test.count))
+            print("predicted classes: " + classCounts(classes, names: test.classNames))
             if let json {
                 let rows = (0..<test.count).map { i in (0..<k).map { Double(z[i * k + $0]) } }
-                try writeJSON(["accuracy": accuracy, "images": test.count, "predictions": classes,
+                var record: [String: Any] = ["accuracy": accuracy, "images": test.count, "predictions": classes,
+                               "prediction_names": classes.map { test.classNames.indices.contains($0) ? test.classNames[$0] : String($0) },
                                "confidences": confidences.map(Double.init), "logits": rows,
-                               "model": try modelRecord(path: modelPath, arch: network.archRecord(modelPath)), "data": data.record,
-                               "threads": Parallelism.threads, "advkit_version": AdvKitVersion.string], to: json)
+                               "model": try modelRecord(path: modelPath, arch: network.archRecord(modelPath)), "data": data.record(for: test),
+                               "threads": Parallelism.threads, "advkit_version": AdvKitVersion.string]
+                if let files = test.imageNames { record["files"] = files }
+                try writeJSON(record, to: json)
             }
         }
     }

@@ -85,7 +85,7 @@ struct AttackCommand: ParsableCommand {
     @Option(help: "The class a targeted attack aims for.") var targetClass: Int?
     @Option(help: "Seed of every random choice.") var seed: UInt64 = 0
     @Option(help: "Images per batch.") var batchSize = 128
-    @Option(help: "Where to write the adversarial images (float32 IDX, type 0x0D).") var out: String
+    @Option(help: "Where to write the adversarial images, by the name: X.npy (float32, the input's layout), X.idx (float32 IDX, type 0x0D), or a folder (no extension): one 8-bit PNG per image, named as the input folder's; the attack then ends on the 8-bit grid inside the ball and reports the written images.") var out: String
     @Option(help: "Write the metrics, every effective setting and the per-image results as JSON to this file.") var json: String?
     @Flag(help: "No progress output.") var quiet = false
 
@@ -134,11 +134,10 @@ struct AttackCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            try OutputPath.checkFile(out, option: "--out")
+            try AttackOutput.check(out)
             if let json { try OutputPath.checkFile(json, option: "--json") }
             threads.apply()
-            let test = try data.load(.test)
-            let model = try network.load(modelPath, for: test)
+            let (test, model) = try data.loadTest(model: modelPath, network)
             let goal: Goal = attack == .fgsmLL ? .leastLikely() : (targetClass.map { .targeted($0) } ?? .untargeted)
             if let k = targetClass, k < 0 || k >= test.classCount {
                 throw AdvKitError.invalidArgument("--target-class \(k) is outside [0, \(test.classCount))")
@@ -157,9 +156,9 @@ struct AttackCommand: ParsableCommand {
                                      lambda: defenses.detectorLambdaValue)
             }
             let target = try defenses.target(model, seed: seed)
-            let result = try a.run(target, images: test.images, labels: test.labels, goal: goal, seed: seed,
+            var result = try a.run(target, images: test.images, labels: test.labels, goal: goal, seed: seed,
                                    batchSize: batchSize, progress: quiet ? .silent : .automatic)
-            try IDX.write(result.adversarial, to: out)
+            result = try AttackOutput.write(result, attack: a, to: out, test: test, model: target)
             func fmt(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "-" }
             let usesEps = attack.options.contains(.eps)
             let ran = a.settings
@@ -186,7 +185,7 @@ struct AttackCommand: ParsableCommand {
                                "median_linf": result.medianLinf as Any, "mean_l2": result.meanL2 as Any,
                                "settings": settings, "seed": seed, "seconds": result.seconds, "per_image": perImage,
                                "model": try modelRecord(path: modelPath, arch: network.archRecord(modelPath)),
-                               "data": data.record, "advkit_version": AdvKitVersion.string,
+                               "data": data.record(for: test), "advkit_version": AdvKitVersion.string,
                                "defense": defenseMetrics.merging(defenses.settings) { a, _ in a }], to: json)
             }
         }

@@ -6,6 +6,11 @@ public struct Dataset {
     public var labels: [Int32]
     public var classNames: [String]
     public var name: String
+    /// The files the images came from (nil for the built-in datasets' loaders): their format and layout, for
+    /// writing adversarial images back in kind, and whether the labels are a model's predictions.
+    public var source: DataSource?
+    /// Each image's file relative to its folder (image folders), kept in step by `prefix` and `subset`.
+    public var imageNames: [String]?
 
     public var count: Int { labels.count }
     public var classCount: Int { classNames.count }
@@ -46,6 +51,7 @@ public struct Dataset {
         var d = self
         d.images = images.batch(0..<Swift.max(n, 0))
         d.labels = Array(labels.prefix(Swift.max(n, 0)))
+        d.imageNames = imageNames.map { Array($0.prefix(Swift.max(n, 0))) }
         return d
     }
 
@@ -54,6 +60,7 @@ public struct Dataset {
         var d = self
         d.images = images.gather(indices)
         d.labels = indices.map { labels[$0] }
+        d.imageNames = imageNames.map { names in indices.map { names[$0] } }
         return d
     }
 
