@@ -236,6 +236,11 @@ struct Bench {
             try attackRecord("cw/advkit", CarliniWagnerL2(initialConstant: 1, binarySearchSteps: 1, steps: 100), images: small.images,
                              labels: small.labels, flop: nil)
         }
+        // FAB-T as AutoAttack runs it (L-inf eps 0.1, 100 steps, 9 targets) on all --n images, beside torchattacks' FAB
+        // in scripts/crosscheck/fab.py. Minutes: only when named in --only (fab).
+        if o.only?.contains(where: { $0 == "fab" || $0 == "fab/advkit" }) ?? false {
+            try attackRecord("fab/advkit", FAB(epsilon: 0.1, targeted: true), images: x, labels: y, flop: nil)
+        }
         // Training as bench_torch.py times it: from the trained weights each pass, Adam 1e-3, batches of
         // --train-batch; `adversarial` (PGD-7, eps 0.1, alpha 0.025, random start) replaces each batch first.
         func trainRecord(_ key: String, images n: Int, adversarial: Bool) throws {
