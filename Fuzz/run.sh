@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 seconds=${1:-60}
 swift build -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library >&2
 mkdir -p findings
-for parser in idx cifar safetensors onnx; do
+for parser in idx cifar safetensors onnx npy image; do
     mkdir -p "work/$parser"
     echo "== $parser" >&2
     ./.build/debug/advkit-fuzz -max_total_time="$seconds" -timeout=5 -rss_limit_mb=4096 -max_len=65536 \
