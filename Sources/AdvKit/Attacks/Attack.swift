@@ -10,8 +10,6 @@ public protocol Classifier: AnyObject {
     func callAsFunction(_ x: Variable) -> Variable
 }
 
-extension Model: Classifier {}
-
 extension Classifier {
     /// Throws a clear error unless `images` is a batch (N, C, H, W) of this model's image shape.
     public func checkImages(_ images: Tensor) throws {

@@ -4,33 +4,50 @@ import Foundation
 /// fake one"): a binary classifier, class 0 clean and class 1 adversarial, trained on clean images and on
 /// adversarial examples of the protected model. Inputs it flags are rejected.
 public struct DetectorNetwork {
-    public let network: Model
+    /// The binary classifier: any trainable one (a built-in `Model`, a `Network` of layers, an imported graph).
+    public let network: TrainableClassifier
     /// Flag when P(adversarial) exceeds this (0.5 by default; `calibrate` sets it for a false-positive rate).
     public var threshold: Float = 0.5
 
-    public init(network: Model) {
-        precondition(network.classCount == 2, "a detector has 2 classes (clean, adversarial)")
+    public init(network: TrainableClassifier) {
+        precondition(network.classCount == 2, "a detector has 2 classes (clean, adversarial), got \(network.classCount)")
         self.network = network
     }
 
-    /// Trains a detector of the reference architecture on `images` (clean) and `attack`'s adversarial examples
-    /// of them against `model`, shuffled together.
+    /// Trains a detector of a built-in architecture (the reference CNN by default, initialised from `seed`) on
+    /// `images` (clean) and `attack`'s adversarial examples of them against `model`, shuffled together.
     public static func train(protecting model: Classifier, attack: Attack, images: Tensor, labels: [Int32],
                              architecture: Architecture = .cnn, configuration: TrainingConfiguration,
                              seed: UInt64 = 0) throws -> DetectorNetwork {
+        try Model.validate(architecture, inputShape: model.inputShape, classes: 2)
+        let network = Model(architecture, inputShape: model.inputShape, classes: 2, seed: seed)
+        return try train(protecting: model, attack: attack, images: images, labels: labels, network: network,
+                         configuration: configuration, seed: seed)
+    }
+
+    /// Trains `network` (2 classes, the protected model's image shape) as the detector on `images` (clean) and
+    /// `attack`'s adversarial examples of them against `model`, shuffled together.
+    public static func train(protecting model: Classifier, attack: Attack, images: Tensor, labels: [Int32],
+                             network: TrainableClassifier, configuration: TrainingConfiguration,
+                             seed: UInt64 = 0) throws -> DetectorNetwork {
+        guard network.classCount == 2 else {
+            throw AdvKitError.invalidArgument("a detector network has 2 classes (clean, adversarial), this one \(network.classCount)")
+        }
+        guard network.inputShape == model.inputShape else {
+            throw AdvKitError.invalidArgument("the detector network takes images of shape \(network.inputShape), the protected model \(model.inputShape)")
+        }
         let adversarial = try attack.generate(model, images: images, labels: labels, seed: seed)
         let n = labels.count
         let data = try Dataset(images: Tensor.concatenate([images, adversarial]),
                                labels: [Int32](repeating: 0, count: n) + [Int32](repeating: 1, count: n),
                                classNames: ["clean", "adversarial"], name: "detector (\(attack.name))")
-        let network = Model(architecture, inputShape: model.inputShape, classes: 2, seed: seed)
         try Trainer(model: network, configuration: configuration).fit(data)
         return DetectorNetwork(network: network)
     }
 
     /// P(adversarial) per image.
     public func scores(_ images: Tensor) -> [Float] {
-        let p = Kernels.softmax(network.logits(images))
+        let p = Kernels.softmax(network.logits(of: images))
         return (0..<images.shape[0]).map { p.storage.pointer[$0 * 2 + 1] }
     }
 

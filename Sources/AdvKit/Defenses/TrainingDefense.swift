@@ -54,7 +54,7 @@ public enum TrainingDefense: Sendable, CustomStringConvertible {
 
     /// The minibatch loss for `Trainer.batchLoss`. Random starts come from `seed` and the batch's global step,
     /// so the same seed gives the same training run, resumed or not.
-    public func batchLoss(seed: UInt64, labelSmoothing: Float = 0) -> (Tape, Model, TrainingBatch) -> Variable {
+    public func batchLoss(seed: UInt64, labelSmoothing: Float = 0) -> (Tape, TrainableClassifier, TrainingBatch) -> Variable {
         return { tape, model, batch in
             let x = batch.images, y = batch.labels
             let batchSeed = seed &+ 0x9E37_79B9 &* UInt64(batch.step)

@@ -409,7 +409,7 @@ public final class Evaluator {
     }
 
     /// `file` (relative to the output folder) and its SHA-256, for results.json.
-    func fingerprint(_ model: Model) throws -> (file: String, sha256: String) {
+    func fingerprint(_ model: AnyObject) throws -> (file: String, sha256: String) {
         guard let file = modelFiles[ObjectIdentifier(model)] else { return ("", "") }
         return (file, try SHA256.hex(ofFile: outputDirectory + "/" + file))
     }

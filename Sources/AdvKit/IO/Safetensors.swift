@@ -145,6 +145,8 @@ public enum Safetensors {
     }
 }
 
+/// Saving and loading by state-dict name, for any layer and so for every `TrainableClassifier` (a `Model`, a `Network`
+/// of layers, an imported `ONNXClassifier`): the file holds `stateDict`, one tensor per name.
 extension Layer {
     /// Saves every parameter and buffer under its PyTorch name, atomically.
     public func save(to path: String, metadata: [String: String] = [:]) throws {

@@ -25,7 +25,9 @@ public enum Activation: Equatable, Sendable {
     }
 }
 
-/// An image classifier: a network from images (N, C, H, W) to logits (N, classes).
+/// One of the built-in architectures as an image classifier: a `Network` from images (N, C, H, W) to logits
+/// (N, classes) whose layers are built from the `Architecture`, with PyTorch's names and initial weights. For any
+/// other composition of layers, use `Network`.
 ///
 /// ```swift
 /// var rng = TorchGenerator(seed: 0)          // torch.manual_seed(0): PyTorch's initial weights
@@ -33,12 +35,10 @@ public enum Activation: Equatable, Sendable {
 /// let logits = model.logits(images)           // inference
 /// let tape = Tape(); let z = model(tape.input(images))  // differentiable
 /// ```
-public final class Model: Layer {
+public final class Model: Network {
     public let architecture: Architecture
+    /// The layers (the same object as `body`).
     public let network: Sequential
-    /// (C, H, W) of one image.
-    public let inputShape: Shape
-    public let classCount: Int
     public let activation: Activation
 
     public init(_ architecture: Architecture, inputShape: Shape, classes: Int, activation: Activation = .relu,
@@ -46,14 +46,13 @@ public final class Model: Layer {
         precondition(inputShape.rank == 3 && inputShape.count > 0, "inputShape must be (C, H, W), got \(inputShape)")
         precondition(classes >= 2, "a classifier needs at least 2 classes, got \(classes)")
         self.architecture = architecture
-        self.inputShape = inputShape
-        self.classCount = classes
         self.activation = activation
         switch architecture {
         case .cnn: network = Model.referenceCNN(inputShape, classes, activation, &rng)
         case .mlp: network = Model.mlp(inputShape, classes, activation, &rng)
         case .resnet: network = Model.resnet(inputShape, classes, activation, &rng)
         }
+        super.init(network, inputShape: inputShape, classes: classes)
     }
 
     /// Throws a clear error when `architecture` cannot be built for images of `inputShape` (C, H, W) with `classes`
@@ -82,49 +81,6 @@ public final class Model: Layer {
                             activation: Activation = .relu, seed: UInt64 = 0) {
         var rng = TorchGenerator(seed: seed)
         self.init(architecture, inputShape: inputShape, classes: classes, activation: activation, rng: &rng)
-    }
-
-    public func callAsFunction(_ x: Variable) -> Variable {
-        precondition(x.shape.rank == 4 && x.shape.itemCount == inputShape.count
-                     && x.shape[1] == inputShape[0] && x.shape[2] == inputShape[1],
-                     "the model takes images of shape (N, \(inputShape[0]), \(inputShape[1]), \(inputShape[2])), got \(x.shape)")
-        return network(x)
-    }
-
-    public var namedTensors: [(name: String, tensor: NamedTensor)] { network.namedTensors }
-
-    /// Logits (N, classes) for a batch of images, in inference mode, in batches of `batchSize`.
-    public func logits(_ images: Tensor, batchSize: Int = 256) -> Tensor {
-        precondition(batchSize > 0, "batchSize must be > 0")
-        let n = images.shape[0]
-        let tape = Tape(mode: .inference)
-        var parts: [Tensor] = []
-        var start = 0
-        while start < n {
-            let end = Swift.min(start + batchSize, n)
-            tape.reset()
-            let x = start == 0 && end == n ? images : images.batch(start..<end)
-            parts.append(self(tape.input(x)).value)
-            start = end
-        }
-        if parts.isEmpty { return Tensor(zeros: [0, classCount]) }
-        return parts.count == 1 ? parts[0] : Tensor.concatenate(parts)
-    }
-
-    /// Predicted class and its softmax probability for each image.
-    public func predict(_ images: Tensor, batchSize: Int = 256) -> (classes: [Int], confidences: [Float]) {
-        let probs = Kernels.softmax(logits(images, batchSize: batchSize))
-        let classes = probs.argmaxRows()
-        let k = classCount
-        let confidences = classes.enumerated().map { probs.storage.pointer[$0.offset * k + $0.element] }
-        return (classes, confidences)
-    }
-
-    /// Share of images whose predicted class equals the label.
-    public func accuracy(_ images: Tensor, labels: [Int32], batchSize: Int = 256) -> Double {
-        guard !labels.isEmpty else { return 0 }
-        let p = predict(images, batchSize: batchSize).classes
-        return Double(zip(p, labels).filter { $0 == Int($1) }.count) / Double(labels.count)
     }
 
     // MARK: architectures

@@ -55,8 +55,9 @@ public struct EpochReport: Sendable, Codable {
     public var seconds: Double
 }
 
-/// Mini-batch training of a model: seeded shuffling, a loss per batch, an optimizer step, per-epoch loss and
-/// test accuracy, progress, and a checkpoint after each epoch.
+/// Mini-batch training of any `TrainableClassifier` (a built-in `Model`, a `Network` of layers, an imported
+/// `ONNXClassifier`): seeded shuffling, a loss per batch on a `.training` tape, an optimizer step on every trainable
+/// tensor, per-epoch loss and test accuracy, progress, and a checkpoint after each epoch.
 ///
 /// ```swift
 /// var config = TrainingConfiguration(); config.epochs = 1
@@ -64,14 +65,14 @@ public struct EpochReport: Sendable, Codable {
 /// let history = try trainer.fit(train, test: test, checkpoint: "model.safetensors")
 /// ```
 public final class Trainer {
-    public let model: Model
+    public let model: TrainableClassifier
     public let configuration: TrainingConfiguration
     public let optimizer: Optimizer
     /// The loss of one batch as a scalar on the tape (default: mean cross-entropy with the configured label
     /// smoothing). Defenses replace it (adversarial training, VAT, ...).
-    public var batchLoss: (Tape, Model, TrainingBatch) -> Variable
+    public var batchLoss: (Tape, TrainableClassifier, TrainingBatch) -> Variable
 
-    public init(model: Model, configuration: TrainingConfiguration) {
+    public init(model: TrainableClassifier, configuration: TrainingConfiguration) {
         self.model = model
         self.configuration = configuration
         self.optimizer = configuration.makeOptimizer()
@@ -147,7 +148,9 @@ public final class Trainer {
                             + String(format: ", %.1fs", report.seconds))
             history.append(report)
             if let checkpoint {
-                try model.save(to: checkpoint, metadata: ["epoch": String(epoch + 1), "arch": model.architecture.rawValue])
+                var metadata = ["epoch": String(epoch + 1)]
+                if let builtIn = model as? Model { metadata["arch"] = builtIn.architecture.rawValue }
+                try model.save(to: checkpoint, metadata: metadata)
                 let named = model.stateDict
                 let tensors = named.map { ("model." + $0.name, $0.tensor.value) } + optimizer.state(named)
                 try Safetensors.write(tensors, metadata: ["epochs_done": String(epoch + 1), "seed": String(configuration.seed)],
