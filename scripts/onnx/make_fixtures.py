@@ -19,6 +19,7 @@ Run it with the peers' venv (it has torch, torchvision, onnx, onnxruntime, onnxs
     $PEERS scripts/onnx/make_fixtures.py                    # -> Tests/Fixtures/onnx/
     $PEERS scripts/onnx/make_fixtures.py --only cnn_dynamo,ops_zoo_legacy
     $PEERS scripts/onnx/make_fixtures.py --full --out-full /tmp/onnx-full   # full-size models, not committed
+    $PEERS scripts/onnx/make_fixtures.py --full --only mobilenet_v2_cifar --out-full /tmp/onnx-full   # one of them
 
 Everything is seeded: the same versions give the same files.
 """
@@ -324,6 +325,12 @@ def full_specs():
         torch.manual_seed(71)
         return randomise_bn(torchvision.models.mobilenet_v3_small(), 72, (3, 224, 224)).eval()
 
+    def mnv2():
+        torch.manual_seed(81)
+        # BN gains as for the narrow fixture: 17 inverted-residual blocks with gains in [0.5, 1.5) blow the
+        # input gradient up; [0.6, 1.2) keeps it O(1).
+        return randomise_bn(torchvision.models.mobilenet_v2(num_classes=10), 82, (3, 32, 32), gain=(0.6, 1.2)).eval()
+
     return {
         "resnet18_cifar": dict(build=resnet18, shape=(3, 32, 32), exporter="dynamo", dynamic=True, opset=None,
                                description="torchvision resnet18(num_classes=10), CIFAR stem (conv3x3 stride 1, no "
@@ -331,6 +338,10 @@ def full_specs():
         "mobilenet_v3_small_full": dict(build=mnv3, shape=(3, 224, 224), exporter="dynamo", dynamic=True, opset=None,
                                         description="torchvision mobilenet_v3_small() (width 1.0, 1000 classes) on "
                                                     "3x224x224; random weights, BN stats from random inputs and random BN affine, eval mode"),
+        "mobilenet_v2_cifar": dict(build=mnv2, shape=(3, 32, 32), exporter="dynamo", dynamic=True, opset=None,
+                                   description="torchvision mobilenet_v2(num_classes=10) (width 1.0) on 3x32x32 (issue #18's "
+                                               "benchmark model); random weights, BN stats from random inputs and random BN "
+                                               "affine in [0.6, 1.2), eval mode"),
     }
 
 
@@ -499,7 +510,9 @@ def main():
     ap.add_argument("--out", default=DEFAULT_OUT, help="fixture folder (default Tests/Fixtures/onnx)")
     ap.add_argument("--weights", default=DEFAULT_WEIGHTS, help="fmnist_cnn.safetensors (the trained reference CNN)")
     ap.add_argument("--only", default="", help="comma-separated fixture names")
-    ap.add_argument("--full", action="store_true", help="also export full-size resnet18 and mobilenet_v3_small")
+    ap.add_argument("--full", action="store_true",
+                    help="export the full-size models (resnet18_cifar, mobilenet_v3_small_full, mobilenet_v2_cifar; "
+                         "--only picks among them)")
     ap.add_argument("--out-full", default=None, help="folder for the --full models (not committed)")
     args = ap.parse_args()
 
