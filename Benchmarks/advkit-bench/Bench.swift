@@ -21,6 +21,7 @@ struct Options {
     var only: Set<String>?
     var out: String?
     var pgdStepsOnly: Int?
+    var onnx = ONNXBenchOptions()
 
     static func parse(_ args: [String]) throws -> Options {
         var o = Options()
@@ -62,9 +63,11 @@ struct Options {
                                     [--only forward,input_grad,...] [--out FILE]
                 Workloads (keys as in bench_torch.py, suffix /advkit): forward, input_grad, fgsm, pgd40, pgd40_norandom,
                 deepfool (first --n-minimal images), cw (first --n-minimal), train_std, train_pgd7.
+                \(ONNXBenchOptions.help)
                 """)
                 exit(0)
-            default: throw AdvKitError.invalidArgument("unknown option \(a) (see --help)")
+            default:
+                guard try o.onnx.parse(a, value: value) else { throw AdvKitError.invalidArgument("unknown option \(a) (see --help)") }
             }
             i += 1
         }
@@ -241,6 +244,8 @@ struct Bench {
         if o.only?.contains(where: { $0 == "fab" || $0 == "fab/advkit" }) ?? false {
             try attackRecord("fab/advkit", FAB(epsilon: 0.1, targeted: true), images: x, labels: y, flop: nil)
         }
+        // Imported ONNX models (ONNXBench.swift).
+        try ONNXBench.run(o, r, model: model, test: test, workloads: &workloads)
         // Training as bench_torch.py times it: from the trained weights each pass, Adam 1e-3, batches of
         // --train-batch; `adversarial` (PGD-7, eps 0.1, alpha 0.025, random start) replaces each batch first.
         func trainRecord(_ key: String, images n: Int, adversarial: Bool) throws {
