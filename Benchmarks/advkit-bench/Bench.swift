@@ -63,6 +63,7 @@ struct Options {
                                     [--only forward,input_grad,...] [--out FILE]
                 Workloads (keys as in bench_torch.py, suffix /advkit): forward, input_grad, fgsm, pgd40, pgd40_norandom,
                 deepfool (first --n-minimal images), cw (first --n-minimal), train_std, train_pgd7.
+                AutoAttack's, only when named in --only (minutes each): apgd-ce, apgd-dlr, apgd-t, autoattack.
                 \(ONNXBenchOptions.help)
                 """)
                 exit(0)
@@ -243,6 +244,39 @@ struct Bench {
         // in scripts/crosscheck/fab.py. Minutes: only when named in --only (fab).
         if o.only?.contains(where: { $0 == "fab" || $0 == "fab/advkit" }) ?? false {
             try attackRecord("fab/advkit", FAB(epsilon: 0.1, targeted: true), images: x, labels: y, flop: nil)
+        }
+        // AutoAttack's attacks (Croce & Hein 2020) at L-inf eps 0.1, the paper's 100 steps, as
+        // scripts/crosscheck/autoattack.py runs them beside torchattacks. Minutes each: only when named in --only.
+        func named(_ key: String) -> Bool { o.only.map { $0.contains(key) || $0.contains(key + "/advkit") } ?? false }
+        if named("apgd-ce") { try attackRecord("apgd-ce/advkit", APGD(epsilon: 0.1, steps: 100), images: x, labels: y, flop: nil) }
+        if named("apgd-dlr") {
+            try attackRecord("apgd-dlr/advkit", APGD(epsilon: 0.1, steps: 100, loss: .dlr), images: x, labels: y, flop: nil)
+        }
+        if named("apgd-t") { try attackRecord("apgd-t/advkit", APGD.targeted(epsilon: 0.1, steps: 100), images: x, labels: y, flop: nil) }
+        if named("autoattack") {
+            // Timed: the whole `runWithReport` (attack, per-component record, outcomes), whose figures are recorded.
+            let aa = AutoAttack.standard(epsilon: 0.1)
+            var report: AutoAttack.Report?
+            var rec = r.timed("autoattack/advkit", images: y.count, flopPerImage: nil, warmup: {
+                _ = try? aa.generate(model, images: x.batch(0..<min(o.batch, y.count)), labels: Array(y.prefix(o.batch)),
+                                     seed: 0, batchSize: o.batch)
+            }, runAll: {
+                report = try? aa.runWithReport(model, images: x, labels: y, seed: 0, batchSize: o.batch)
+                return report?.result.adversarial
+            })
+            guard let report else { throw AdvKitError.invalidArgument("autoattack failed") }
+            let res = report.result
+            rec["robust_accuracy"] = res.robustAccuracy
+            rec["clean_accuracy_same_images"] = res.cleanAccuracy
+            rec["attack_success_rate_on_correct"] = res.successRate
+            rec["linf_max"] = Double(res.outcomes.map(\.linf).max() ?? 0)
+            rec["in_bounds_0_1"] = res.adversarial.min() >= 0 && res.adversarial.max() <= 1
+            rec["adv_pred"] = res.outcomes.map { String($0.adversarialPrediction) }.joined()
+            rec["components"] = report.componentNames
+            rec["robust_accuracy_after"] = report.componentNames.indices.map { report.robustAccuracy(afterComponents: $0 + 1) }
+            rec["broken_by"] = report.brokenCounts
+            rec["component_seconds"] = report.componentSeconds.map { r.round4($0) }
+            workloads["autoattack/advkit"] = rec
         }
         // Imported ONNX models (ONNXBench.swift).
         try ONNXBench.run(o, r, model: model, test: test, workloads: &workloads)
