@@ -213,6 +213,11 @@ final class DataFormatTests: XCTestCase {
         XCTAssertEqual(deflated.source.labels, fixtures + "/deflated.npz ['y_test']")
         assertThrows(try Dataset.load(images: fixtures + "/deflated.npz", options: ImageLoadOptions(imagesKey: "x")),
                      containing: "has no array 'x' for the images (it has 'x_test', 'y_test')")
+        let dir = temporaryDirectory()
+        try NPZ.write([("foo", u8)], to: dir + "/foo.npz")
+        assertThrows(try Dataset.load(images: dir + "/foo.npz"), containing: "foo.npz: has none of the usual images keys (x, images, x_test",
+                     "it has 'foo': name the images array (--npz-images KEY)")
+        XCTAssertEqual(try Dataset.load(images: dir + "/foo.npz", options: ImageLoadOptions(imagesKey: "foo")).images.shape, [64, 1, 28, 28])
         // AdvKit's own writer, both ways, read back.
         let arrays: [(key: String, array: NumPy.Array)] = [("images", NumPy.Array(type: .uint8, shape: [2, 2, 2], values: [0, 1, 2, 3, 4, 5, 6, 255])),
                                                            ("labels", NumPy.Array(type: .int64, shape: [2], values: [1, 0]))]

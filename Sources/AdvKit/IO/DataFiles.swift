@@ -85,14 +85,13 @@ public struct LoadedImages {
 
     /// The dataset with the files' labels (an error when they have none: give labels, or use
     /// `dataset(for:defaultClassNames:)` to take a model's predictions). Class names: the files' own, else
-    /// `defaultClassNames`, else "0", "1", ...
+    /// `defaultClassNames` (a label past them is an error), else (none given) "0", "1", ... up to the largest label.
     public func dataset(defaultClassNames: [String]) throws -> Dataset {
         guard let labels else {
             throw AdvKitError.invalidData("\(source.path) has no labels: give a labels file (or, to attack or predict, let the model's predictions be the labels)")
         }
         var names = classNames ?? defaultClassNames
-        let top = Int(labels.max() ?? -1)
-        if classNames == nil, top >= names.count { names = (0...top).map(String.init) }
+        if names.isEmpty { names = (0...Swift.max(Int(labels.max() ?? 0), 1)).map(String.init) }
         return try finish(labels: labels, names: names)
     }
 
