@@ -135,6 +135,23 @@ enum ONNXBench {
         return Tensor(out, shape: [n, 3, 32, 32])
     }
 
+    /// Against the exporter's reference beside the model (make_fixtures.py's NAME.ref.safetensors: onnxruntime's
+    /// logits, PyTorch's float64 gradient of Σ logits ⊙ upstream): the largest errors relative to the largest
+    /// reference magnitude, so a timing is never of a model computing something else.
+    static func refCheck(_ m: Classifier, _ path: String) throws -> [String: Double]? {
+        let ref = (path.hasSuffix(".onnx") ? String(path.dropLast(5)) : path) + ".ref.safetensors"
+        guard FileManager.default.fileExists(atPath: ref) else { return nil }
+        let t = try Safetensors.read(ref).tensors
+        guard let x = t["input"], let logits = t["logits"], let up = t["upstream"], let grad = t["grad_input"] else { return nil }
+        let tape = Tape(), v = tape.input(x)
+        let z = m(v)
+        let g = tape.gradient(of: z, seed: up, wrt: v)
+        func rel(_ a: Tensor, _ b: Tensor) -> Double { Double((a - b).maxAbs()) / Double(max(b.maxAbs(), 1e-30)) }
+        let r = ["logits_rel_error": rel(z.value, logits), "input_gradient_rel_error": rel(g, grad)]
+        FileHandle.standardError.write(Data("advkit-bench: \(ref): \(r)\n".utf8))
+        return r
+    }
+
     /// Accuracy of any classifier (Model has its own).
     static func accuracy(_ m: Classifier, _ x: Tensor, _ y: [Int32]) -> Double {
         let pred = m.logits(of: x).argmaxRows()
@@ -244,8 +261,9 @@ enum ONNXBench {
             let bs = stride(from: 0, to: n, by: o.batch).map { $0..<min($0 + o.batch, n) }
             let xb = bs.map { x.batch($0) }, yb = bs.map { Array(y[$0]) }
             let warmX = x.batch(0..<min(16, n)), warmY = Array(y.prefix(16))
-            let info: [String: Any] = ["model": path, "images_source": "Fashion-MNIST test, zero-padded to 32x32, 3 channels",
+            var info: [String: Any] = ["model": path, "images_source": "Fashion-MNIST test, zero-padded to 32x32, 3 channels",
                                        "summary": m.summary]
+            if let check = try refCheck(m, path) { info["reference_check"] = check }
             if want(gradKey) {
                 var rec = rf.timed(gradKey + "/advkit", images: n, flopPerImage: nil,
                                    warmup: { _ = gradPass(m, [warmX], [warmY]) }, runAll: { gradPass(m, xb, yb) })
