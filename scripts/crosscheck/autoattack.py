@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Cross-check of AdvKit's APGD-CE, APGD-DLR, APGD-T and AutoAttack against torchattacks 3.5.1.
+
+Both sides attack the same model (the PyTorch-trained reference CNN, ../shared/peers/models/fmnist_cnn.safetensors)
+on the same images (the first --n Fashion-MNIST test images), L-inf eps 0.1, 2 threads, seed 0, batches of 128,
+and print robust accuracy and seconds per attack, then the table for docs/ATTACKS.md.
+
+    PEERS=/work/peers scripts/crosscheck/autoattack.py            # both sides
+    scripts/crosscheck/autoattack.py --skip-torch                  # AdvKit only
+    scripts/crosscheck/autoattack.py --skip-advkit                 # torchattacks only
+
+Run it with any python3 (AdvKit's side needs no packages); torchattacks' side runs in the peers' venv
+($PEERS/.venv/bin/python, with torch and torchattacks), which this script calls itself.
+
+Settings. APGD (ce, dlr) and APGDT: the paper's 100 steps, 1 restart, rho 0.75, APGDT over n_classes - 1 = 9
+target classes. torchattacks' AutoAttack("standard") is run as the library builds it: its components take the
+library's defaults, which are 10 steps for APGD, APGDT and FAB (the paper and AdvKit use 100) and 5,000 queries
+for Square. AdvKit's side is advkit-bench's workloads apgd-ce, apgd-dlr, apgd-t, autoattack (AutoAttack.standard:
+100 steps each), timed once (--reps 1) over all images.
+"""
+import argparse
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+DATA_DIR = "/usr/share/datasets/fashion-mnist"
+PEERS = os.environ.get("PEERS", os.path.join(os.path.dirname(ROOT), "peers"))
+WEIGHTS_DEFAULT = os.path.join(os.path.dirname(ROOT), "shared", "peers", "models", "fmnist_cnn.safetensors")
+ATTACKS = ["apgd-ce", "apgd-dlr", "apgd-t", "autoattack"]
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=WEIGHTS_DEFAULT)
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--eps", type=float, default=0.1)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", help="comma list of " + ",".join(ATTACKS))
+    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--skip-advkit", action="store_true")
+    ap.add_argument("--out", help="write both sides' figures here as JSON")
+    ap.add_argument("--scratch-path", help="swift build --scratch-path for advkit-bench (default: SwiftPM's .build)")
+    ap.add_argument("--torch-side", action="store_true", help=argparse.SUPPRESS)  # internal: run inside the venv
+    return ap.parse_args()
+
+
+# ----------------------------------------------------------------------------------------------
+# torchattacks' side (runs inside the peers' venv)
+
+def cpu_seconds():
+    """User + system CPU seconds of this process, all threads (a shared machine stretches wall time; this less)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def read_idx(path):
+    import numpy as np
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        raw = f.read()
+    magic = struct.unpack(">I", raw[:4])[0]
+    ndim = magic & 0xFF
+    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def torch_side(args, attacks):
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import torchattacks
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(args.threads)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, 5)
+            self.conv2 = nn.Conv2d(32, 64, 5)
+            self.fc1 = nn.Linear(1024, 128)
+            self.fc2 = nn.Linear(128, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+            return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+    model = Net()
+    model.load_state_dict(load_file(args.weights), strict=True)
+    model.eval()
+    images = read_idx(os.path.join(DATA_DIR, "t10k-images-idx3-ubyte.gz"))[: args.n]
+    labels = read_idx(os.path.join(DATA_DIR, "t10k-labels-idx1-ubyte.gz"))[: args.n]
+    X = torch.from_numpy(images.astype(np.float32) / np.float32(255.0)).reshape(-1, 1, 28, 28)
+    Y = torch.from_numpy(labels.astype(np.int64))
+
+    def predict(x):
+        with torch.no_grad():
+            return torch.cat([model(x[i:i + args.batch]) for i in range(0, len(x), args.batch)]).argmax(1)
+
+    def make(name):
+        eps, steps, seed = args.eps, args.steps, args.seed
+        if name == "apgd-ce":
+            return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce")
+        if name == "apgd-dlr":
+            return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, loss="dlr")
+        if name == "apgd-t":
+            return torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=10)
+        if name == "autoattack":
+            return torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=seed)
+        raise SystemExit(f"unknown attack {name}")
+
+    out = {"clean_accuracy": float((predict(X) == Y).float().mean()), "versions": {
+        "torch": torch.__version__, "torchattacks": torchattacks.__version__}, "attacks": {}}
+    for name in attacks:
+        torch.manual_seed(args.seed)
+        atk = make(name)
+        t0, c0 = time.time(), cpu_seconds()
+        adv = torch.cat([atk(X[i:i + args.batch], Y[i:i + args.batch]) for i in range(0, len(X), args.batch)]).detach()
+        seconds, cpu = time.time() - t0, cpu_seconds() - c0
+        linf = float((adv - X).abs().flatten(1).max(1)[0].max())
+        rec = {"robust_accuracy": float((predict(adv) == Y).float().mean()), "seconds": round(seconds, 2),
+               "cpu_seconds": round(cpu, 2), "linf_max": linf, "in_bounds": bool(adv.min() >= 0 and adv.max() <= 1)}
+        out["attacks"][name] = rec
+        print(f"torchattacks {name:10s} robust {rec['robust_accuracy'] * 100:6.2f}%  {seconds:7.1f} s  cpu {cpu:7.1f} s  "
+              f"(max Linf {linf:.4f})", file=sys.stderr, flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# AdvKit's side (advkit-bench)
+
+def advkit_side(args, attacks):
+    scratch = ["--scratch-path", args.scratch_path] if args.scratch_path else []
+    subprocess.run(["swift", "build", "-c", "release", "--product", "advkit-bench"] + scratch, cwd=ROOT, check=True,
+                   stdout=sys.stderr)
+    binpath = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"] + scratch, cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.strip()
+    out = {"attacks": {}}
+    for name in attacks:
+        cmd = [os.path.join(binpath, "advkit-bench"), "--threads", str(args.threads), "--batch", str(args.batch),
+               "--n", str(args.n), "--reps", "1", "--min-rep-s", "0", "--weights", args.weights, "--only", name]
+        res = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+        w = json.loads(res.stdout)["workloads"][name + "/advkit"]
+        rec = {"robust_accuracy": w["robust_accuracy"], "seconds": w["median_s"],
+               "cpu_seconds": round(w["cpu_user_s_median"] + w["cpu_sys_s_median"], 2), "linf_max": w["linf_max"],
+               "in_bounds": w["in_bounds_0_1"], "command": " ".join(cmd[1:])}
+        for k in ("robust_accuracy_after", "broken_by"):
+            if k in w:
+                rec[k] = w[k]
+        out["clean_accuracy"] = w["clean_accuracy_same_images"]
+        out["attacks"][name] = rec
+        print(f"advkit       {name:10s} robust {rec['robust_accuracy'] * 100:6.2f}%  {rec['seconds']:7.1f} s  "
+              f"cpu {rec['cpu_seconds']:7.1f} s  "
+              f"(max Linf {rec['linf_max']:.4f})", file=sys.stderr, flush=True)
+    return out
+
+
+def main():
+    args = parse_args()
+    attacks = args.only.split(",") if args.only else ATTACKS
+    if args.torch_side:
+        print(json.dumps(torch_side(args, attacks)))
+        return
+    torch_res = advkit_res = None
+    if not args.skip_torch:
+        python = os.path.join(PEERS, ".venv", "bin", "python")
+        if not os.path.exists(python):
+            raise SystemExit(f"{python} is missing: set PEERS to a copy of ../shared/peers whose setup.sh has run")
+        cmd = [python, os.path.abspath(__file__), "--torch-side", "--weights", args.weights, "--n", str(args.n),
+               "--eps", str(args.eps), "--steps", str(args.steps), "--threads", str(args.threads),
+               "--batch", str(args.batch), "--seed", str(args.seed), "--only", ",".join(attacks)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        torch_res = json.loads(subprocess.run(cmd, check=True, capture_output=False, stdout=subprocess.PIPE,
+                                              text=True, env=env).stdout)
+    if not args.skip_advkit:
+        advkit_res = advkit_side(args, attacks)
+    clean = (advkit_res or torch_res)["clean_accuracy"]
+    print(f"\nFirst {args.n} Fashion-MNIST test images, L-inf eps {args.eps}, {args.threads} threads, seed {args.seed}; "
+          f"clean accuracy {clean * 100:.2f}%\n")
+    print("| attack | AdvKit robust acc | AdvKit s (CPU s) | torchattacks robust acc | torchattacks s (CPU s) |")
+    print("|---|---|---|---|---|")
+    for name in attacks:
+        a = advkit_res["attacks"].get(name) if advkit_res else None
+        t = torch_res["attacks"].get(name) if torch_res else None
+        cell = lambda r: (f"{r['robust_accuracy'] * 100:.2f}%", f"{r['seconds']:.1f} ({r['cpu_seconds']:.1f})") if r else ("-", "-")
+        print(f"| {name} | {' | '.join(cell(a))} | {' | '.join(cell(t))} |")
+    if advkit_res and torch_res and "autoattack" in attacks:
+        a, t = advkit_res["attacks"]["autoattack"], torch_res["attacks"]["autoattack"]
+        print(f"\nAutoAttack: AdvKit {t['seconds'] / max(a['seconds'], 1e-9):.2f}x the speed of torchattacks in this run "
+              f"(wall), {t['cpu_seconds'] / max(a['cpu_seconds'], 1e-9):.2f}x (CPU seconds)")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"advkit": advkit_res, "torchattacks": torch_res, "n": args.n, "eps": args.eps,
+                       "threads": args.threads, "seed": args.seed}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
