@@ -245,6 +245,28 @@ struct Bench {
         if o.only?.contains(where: { $0 == "fab" || $0 == "fab/advkit" }) ?? false {
             try attackRecord("fab/advkit", FAB(epsilon: 0.1, targeted: true), images: x, labels: y, flop: nil)
         }
+        // Square (Andriushchenko et al. 2020): L-inf eps 0.1, 5,000 queries, seed 0, beside torchattacks' Square in
+        // scripts/crosscheck/square.py. Minutes: only when named in --only. Timed once, every image in one batch
+        // (its draws are keyed by image, so the batch size changes the speed, not the images).
+        if o.only?.contains(where: { $0 == "square" || $0 == "square/advkit" }) == true {
+            let square = SquareAttack(epsilon: 0.1, norm: .linf, queries: 5000)
+            let t0 = Date()
+            let q = try square.runCountingQueries(model, images: x, labels: y, seed: 0, batchSize: max(y.count, 1))
+            let res = q.result
+            workloads["square/advkit"] = [
+                "images": y.count, "seconds": r.round4(Date().timeIntervalSince(t0)),
+                "settings": Dictionary(uniqueKeysWithValues: square.settings.map { ($0.key, $0.value.jsonObject) }),
+                "robust_accuracy": res.robustAccuracy, "clean_accuracy_same_images": res.cleanAccuracy,
+                "attack_success_rate_on_correct": res.successRate,
+                "queries_per_image_mean": Double(q.queries.reduce(0, +)) / Double(max(q.queries.count, 1)),
+                "queries_max": q.queries.max() ?? 0, "queries_median_successful": q.medianQueriesOfSuccesses as Any,
+                "linf_max": Double(res.outcomes.map(\.linf).max() ?? 0),
+                "in_bounds_0_1": res.adversarial.min() >= 0 && res.adversarial.max() <= 1,
+                "adv_pred": res.outcomes.map { String($0.adversarialPrediction) }.joined(),
+            ] as [String: Any]
+            FileHandle.standardError.write(Data(String(format: "[square/advkit] robust accuracy %.2f%%, %.1fs\n",
+                                                       res.robustAccuracy * 100, Date().timeIntervalSince(t0)).utf8))
+        }
         // AutoAttack's attacks (Croce & Hein 2020) at L-inf eps 0.1, the paper's 100 steps, as
         // scripts/crosscheck/autoattack.py runs them beside torchattacks. Minutes each: only when named in --only.
         func named(_ key: String) -> Bool { o.only.map { $0.contains(key) || $0.contains(key + "/advkit") } ?? false }

@@ -5,7 +5,8 @@ import Foundation
 /// The attacks of `advkit attack`, each with the options it takes and the norms it runs in: one definition,
 /// used to build the attack, to refuse options that do not apply, and to write the help.
 enum AttackName: String, ExpressibleByArgument, CaseIterable {
-    case fgsm, fgsmLL = "fgsm-ll", bim, mifgsm, rfgsm, pgd, apgd, jsma, deepfool, cw
+    case fgsm, fgsmLL = "fgsm-ll", bim, mifgsm, rfgsm, pgd, apgd, apgdDLR = "apgd-dlr", apgdT = "apgd-t", jsma, deepfool, cw
+    case fab, fabT = "fab-t", square, hsja, autoattack
 
     /// The options this attack reads (besides the general ones: data, model, goal, seed, batch size, outputs).
     var options: Set<AttackOption> {
@@ -15,7 +16,13 @@ enum AttackName: String, ExpressibleByArgument, CaseIterable {
         case .mifgsm: return [.eps, .norm, .steps, .alpha]
         case .rfgsm: return [.eps, .norm, .alpha]
         case .pgd: return [.eps, .norm, .steps, .alpha, .restarts, .noRandomStart]
-        case .apgd: return [.eps, .norm, .steps]
+        case .apgd, .apgdDLR: return [.eps, .norm, .steps, .restarts]
+        case .apgdT: return [.eps, .norm, .steps, .restarts, .targetClasses]
+        case .fab: return [.eps, .norm, .steps, .restarts]
+        case .fabT: return [.eps, .norm, .steps, .restarts, .targetClasses]
+        case .square: return [.eps, .norm, .queries, .restarts]
+        case .hsja: return [.norm, .queries]
+        case .autoattack: return [.eps, .norm, .ensemble]
         case .jsma: return [.theta, .gamma]
         case .deepfool: return [.norm, .steps, .overshoot]
         case .cw: return [.norm, .steps, .kappa, .cwConstant, .searchSteps, .cwLr]
@@ -25,8 +32,8 @@ enum AttackName: String, ExpressibleByArgument, CaseIterable {
     /// The norms it runs in; the first is the default.
     var norms: [Norm] {
         switch self {
-        case .fgsm, .fgsmLL, .bim, .pgd, .apgd: return [.linf, .l2]
-        case .deepfool: return [.l2, .linf]
+        case .fgsm, .fgsmLL, .bim, .pgd, .apgd, .apgdDLR, .apgdT, .fab, .fabT, .square, .autoattack: return [.linf, .l2]
+        case .deepfool, .hsja: return [.l2, .linf]
         case .mifgsm, .rfgsm: return [.linf]
         case .jsma: return []  // an L0 attack: no ball
         case .cw: return [.l2]
@@ -38,6 +45,7 @@ enum AttackName: String, ExpressibleByArgument, CaseIterable {
 enum AttackOption: String, CaseIterable {
     case eps, norm, steps, alpha, restarts, overshoot, theta, gamma, kappa, cwConstant = "cw-constant"
     case searchSteps = "search-steps", cwLr = "cw-lr", noRandomStart = "no-random-start"
+    case queries, ensemble, targetClasses = "target-classes"
 
     var flag: String { "--" + rawValue }
 
@@ -46,6 +54,9 @@ enum AttackOption: String, CaseIterable {
 }
 
 extension Norm: ExpressibleByArgument {}
+
+/// The AutoAttack ensembles `--ensemble` names.
+enum AutoAttackEnsemble: String, ExpressibleByArgument, CaseIterable { case standard, rand }
 
 struct AttackCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -64,15 +75,15 @@ struct AttackCommand: ParsableCommand {
 
     @Option(name: .customLong("model"), help: "The model: .onnx (any exported classifier), or .safetensors with --arch.") var modelPath: String
     @Option(help: "The attack: \(AttackName.allCases.map(\.rawValue).joined(separator: ", ")).") var attack: AttackName
-    @Option(help: "Radius of the threat model's ball, e.g. 0.1 or 8/255 (fgsm, fgsm-ll, bim, mifgsm, rfgsm, pgd, apgd). (default: 0.1)", transform: PixelAmount.argument)
+    @Option(help: "Radius of the threat model's ball, e.g. 0.1 or 8/255 (fgsm, fgsm-ll, bim, mifgsm, rfgsm, pgd, apgd, apgd-dlr, apgd-t, square, autoattack: default 0.1; fab, fab-t: optional, a perturbation larger than eps counts as a failure; without it FAB reports the minimal norm).", transform: PixelAmount.argument)
     var eps: PixelAmount?
     @Option(help: "Norm: linf or l2 (fgsm, fgsm-ll, bim, pgd, apgd: default linf; deepfool: default l2, or linf; cw: l2 only; mifgsm, rfgsm: linf only).")
     var norm: Norm?
-    @Option(help: "Iterations (bim: Kurakin's rule min(eps*255+4, 1.25*eps*255), 30 at eps 0.1, or 10 for l2; mifgsm 10; pgd 40; apgd 100; deepfool 50; cw 100 per search step).")
+    @Option(help: "Iterations (bim: Kurakin's rule min(eps*255+4, 1.25*eps*255), 30 at eps 0.1, or 10 for l2; mifgsm 10; pgd 40; apgd, apgd-dlr, apgd-t, fab, fab-t 100; deepfool 50; cw 100 per search step).")
     var steps: Int?
     @Option(help: "Step size, e.g. 0.01 or 2/255 (bim: eps/10, l2 eps/4; mifgsm: eps/steps; rfgsm: eps/2; pgd: 2.5*eps/steps).", transform: PixelAmount.argument)
     var alpha: PixelAmount?
-    @Option(help: "Random restarts, keeping each image's worst case (pgd). (default: 1)") var restarts: Int?
+    @Option(help: "Random restarts, keeping each image's worst case (pgd, apgd, apgd-dlr, apgd-t, fab, fab-t, square). (default: 1)") var restarts: Int?
     @Option(help: "Overshoot of the total perturbation (deepfool). (default: 0.02)") var overshoot: Float?
     @Option(help: "Change per pixel, theta (jsma). (default: 1)") var theta: Float?
     @Option(help: "Largest fraction of pixels changed, gamma (jsma). (default: 0.1)") var gamma: Float?
@@ -81,6 +92,10 @@ struct AttackCommand: ParsableCommand {
     @Option(help: "Binary search steps over c (cw). (default: 5)") var searchSteps: Int?
     @Option(help: "Learning rate of Adam (cw). (default: 0.1)") var cwLr: Float?
     @Flag(help: "No random start (pgd; default: a uniform random start in the ball).") var noRandomStart = false
+    @Option(help: "Query budget per image of the query-only attacks (square, hsja). (default: 5000)") var queries: Int?
+    @Option(help: "The AutoAttack ensemble: standard (APGD-CE, APGD-T, FAB-T, Square) or rand (APGD-CE and APGD-DLR with EOT, for randomised defenses). (default: standard)")
+    var ensemble: AutoAttackEnsemble?
+    @Option(help: "Runner-up classes targeted in turn (apgd-t, fab-t). (default: 9, capped at classes - 1)") var targetClasses: Int?
     @Flag(help: "Targeted: make the model predict --target-class.") var targeted = false
     @Option(help: "The class a targeted attack aims for.") var targetClass: Int?
     @Option(help: "Seed of every random choice.") var seed: UInt64 = 0
@@ -93,7 +108,8 @@ struct AttackCommand: ParsableCommand {
     private var given: [AttackOption: Bool] {
         [.eps: eps != nil, .norm: norm != nil, .steps: steps != nil, .alpha: alpha != nil, .restarts: restarts != nil,
          .overshoot: overshoot != nil, .theta: theta != nil, .gamma: gamma != nil, .kappa: kappa != nil,
-         .cwConstant: cwConstant != nil, .searchSteps: searchSteps != nil, .cwLr: cwLr != nil, .noRandomStart: noRandomStart]
+         .cwConstant: cwConstant != nil, .searchSteps: searchSteps != nil, .cwLr: cwLr != nil, .noRandomStart: noRandomStart,
+         .queries: queries != nil, .ensemble: ensemble != nil, .targetClasses: targetClasses != nil]
     }
 
     func validate() throws {
@@ -107,6 +123,11 @@ struct AttackCommand: ParsableCommand {
         if let steps, steps < 1 { throw ValidationError("--steps must be >= 1, got \(steps)") }
         if let alpha, !(alpha.value >= 0) { throw ValidationError("--alpha must be >= 0, got \(alpha)") }
         if let restarts, restarts < 1 { throw ValidationError("--restarts must be >= 1, got \(restarts)") }
+        if let queries, queries < 1 { throw ValidationError("--queries must be >= 1, got \(queries)") }
+        if let targetClasses, targetClasses < 1 { throw ValidationError("--target-classes must be >= 1, got \(targetClasses)") }
+        if targeted && [.apgdT, .fabT, .autoattack].contains(attack) {
+            throw ValidationError("\(attack.rawValue) chooses its own targets (the runner-up classes): drop --targeted")
+        }
         if batchSize < 1 { throw ValidationError("--batch-size must be >= 1, got \(batchSize)") }
         if targeted && targetClass == nil { throw ValidationError("--targeted needs --target-class K") }
         if !targeted && targetClass != nil { throw ValidationError("--target-class needs --targeted") }
@@ -124,7 +145,19 @@ struct AttackCommand: ParsableCommand {
         case .mifgsm: return BIM.momentum(epsilon: eps, alpha: alpha, steps: steps ?? 10)
         case .rfgsm: return RFGSM(epsilon: eps, alpha: alpha)
         case .pgd: return PGD(epsilon: eps, alpha: alpha, steps: steps ?? 40, norm: norm, randomStart: !noRandomStart, restarts: restarts ?? 1)
-        case .apgd: return APGD(epsilon: eps, steps: steps ?? 100, norm: norm)
+        case .apgd: return APGD(epsilon: eps, steps: steps ?? 100, norm: norm, restarts: restarts ?? 1)
+        case .apgdDLR: return APGD(epsilon: eps, steps: steps ?? 100, norm: norm, loss: .dlr, restarts: restarts ?? 1)
+        case .apgdT: return APGD(epsilon: eps, steps: steps ?? 100, norm: norm, loss: .targetedDLR, restarts: restarts ?? 1,
+                                 targetClasses: targetClasses ?? 9)
+        case .fab, .fabT: return FAB(epsilon: self.eps?.value, norm: norm, targeted: attack == .fabT, steps: steps ?? 100,
+                                     restarts: restarts ?? 1, targetClasses: targetClasses ?? 9)
+        case .square: return SquareAttack(epsilon: eps, norm: norm, queries: queries ?? 5000, restarts: restarts ?? 1)
+        case .hsja: return HopSkipJump(norm: norm, queries: queries ?? 5000)
+        case .autoattack:
+            switch ensemble ?? .standard {
+            case .standard: return AutoAttack.standard(epsilon: eps, norm: norm)
+            case .rand: return AutoAttack.rand(epsilon: eps, norm: norm)
+            }
         case .jsma: return JSMA(theta: theta ?? 1, gamma: gamma ?? 0.1)
         case .deepfool: return DeepFool(steps: steps ?? 50, overshoot: overshoot ?? 0.02, norm: norm)
         case .cw: return CarliniWagnerL2(confidence: kappa ?? 0, initialConstant: cwConstant ?? 1, binarySearchSteps: searchSteps ?? 5,
@@ -156,11 +189,31 @@ struct AttackCommand: ParsableCommand {
                                      lambda: defenses.detectorLambdaValue)
             }
             let target = try defenses.target(model, seed: seed)
-            var result = try a.run(target, images: test.images, labels: test.labels, goal: goal, seed: seed,
-                                   batchSize: batchSize, progress: quiet ? .silent : .automatic)
+            let progress: ProgressReporter.Style = quiet ? .silent : .automatic
+            var extra: [String: Any] = [:]
+            var result: AttackResult
+            if let q = a as? QueryAttack {
+                let r = try q.runCountingQueries(target, images: test.images, labels: test.labels, goal: goal, seed: seed,
+                                                 batchSize: batchSize, progress: progress)
+                result = r.result
+                extra["queries"] = r.queries
+                extra["mean_queries_of_successes"] = r.meanQueriesOfSuccesses as Any
+                extra["median_queries_of_successes"] = r.medianQueriesOfSuccesses as Any
+            } else if let aa = a as? AutoAttack {
+                let r = try aa.runWithReport(target, images: test.images, labels: test.labels, goal: goal, seed: seed,
+                                             batchSize: batchSize, progress: progress)
+                result = r.result
+                extra["broken_by"] = r.brokenBy.map { $0 as Any }
+                extra["components"] = r.componentNames
+                extra["component_seconds"] = r.componentSeconds
+                extra["broken_counts"] = r.brokenCounts
+            } else {
+                result = try a.run(target, images: test.images, labels: test.labels, goal: goal, seed: seed,
+                                   batchSize: batchSize, progress: progress)
+            }
             result = try AttackOutput.write(result, attack: a, to: out, test: test, model: target)
             func fmt(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "-" }
-            let usesEps = attack.options.contains(.eps)
+            let usesEps = attack.options.contains(.eps) && !([.fab, .fabT].contains(attack) && eps == nil)
             let ran = a.settings
             let ball = usesEps ? ", \(ran["norm"].map { "\($0) " } ?? "")eps \(eps?.text ?? "0.1")" : ""
             print(String(format: "%@ (%@%@) on %d images: clean accuracy %.2f%%, robust accuracy %.2f%%, success rate %.2f%%",
@@ -186,7 +239,8 @@ struct AttackCommand: ParsableCommand {
                                "settings": settings, "seed": seed, "seconds": result.seconds, "per_image": perImage,
                                "model": try modelRecord(path: modelPath, arch: network.archRecord(modelPath)),
                                "data": data.record(for: test), "advkit_version": AdvKitVersion.string,
-                               "defense": defenseMetrics.merging(defenses.settings) { a, _ in a }], to: json)
+                               "defense": defenseMetrics.merging(defenses.settings) { a, _ in a }]
+                              .merging(extra) { a, _ in a }, to: json)
             }
         }
     }

@@ -140,7 +140,7 @@ final class AutoAttackTests: XCTestCase {
                 APGD(epsilon: epsilon, steps: 10, norm: norm, loss: .dlr),
                 APGD.targeted(epsilon: epsilon, steps: 10, norm: norm, targetClasses: 3),
                 APGD(epsilon: epsilon, steps: 10, norm: norm, loss: .crossEntropy, restarts: 2),
-                AutoAttack.standard(epsilon: epsilon, norm: norm, steps: 10, targetClasses: 3),
+                AutoAttack.standard(epsilon: epsilon, norm: norm, steps: 10, targetClasses: 3, squareQueries: 200),
             ]
             for a in attacks {
                 let r = try a.run(model, images: d.images, labels: d.labels, seed: 1)
@@ -247,7 +247,7 @@ final class AutoAttackTests: XCTestCase {
         XCTAssertEqual(APGD(loss: .dlr).settings["loss"], .string("dlr"))
         XCTAssertEqual(APGD().settings["steps"], .int(100), "the paper's 100 steps")
         let standard = AutoAttack.standard(epsilon: 0.1)
-        XCTAssertEqual(Array(standard.components.map(\.name).prefix(2)), ["apgd-ce", "apgd-t"])
+        XCTAssertEqual(standard.components.map(\.name), ["apgd-ce", "apgd-t", "fab-t", "square"])
         XCTAssertEqual(standard.settings["version"], .string("standard"))
         XCTAssertEqual(standard.settings["apgd-t.steps"], .int(100))
         func expect(_ a: Attack, _ text: String, line: UInt = #line) {

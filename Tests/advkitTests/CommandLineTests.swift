@@ -261,7 +261,7 @@ final class CommandLineTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir + "/adir", withIntermediateDirectories: true)
         let cases: [([String], String)] = [
             (attack + ["--attack", "fgsm", "--steps", "10", "--restarts", "3", "--out", dir + "/o1.idx"],
-             "--steps does not apply to --attack fgsm; it is taken by bim, mifgsm, pgd, apgd, deepfool, cw"),
+             "--steps does not apply to --attack fgsm; it is taken by bim, mifgsm, pgd, apgd, apgd-dlr, apgd-t, deepfool, cw, fab, fab-t"),
             (attack + ["--attack", "cw", "--eps", "0.05", "--out", dir + "/o2.idx"], "--eps does not apply to --attack cw"),
             (attack + ["--attack", "mifgsm", "--norm", "l2", "--out", dir + "/o3.idx"], "--attack mifgsm runs in linf only"),
             (attack + ["--attack", "pgd", "--eps", "8/0", "--out", dir + "/o4.idx"], "'8/0' is not a number or a fraction such as 0.03 or 8/255"),
@@ -313,5 +313,36 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(code, 0, err)
         let classes = { (j: [String: Any]) in (j["per_image"] as! [[String: Any]]).map { $0["adversarial_prediction"] as! Int } }
         XCTAssertEqual(classes(a), classes(try readJSON(dir + "/b.json")), "the same adversarial class, image by image")
+    }
+
+    /// The AutoAttack-grade attacks from the command line: the ensemble records which component broke each image,
+    /// the query attacks record each image's queries within the budget, and options that do not apply are refused.
+    func testAutoAttackAndQueryAttacksFromTheCommandLine() throws {
+        let model = dir + "/m.safetensors"
+        var (code, out, err) = try advkit(["train", "--arch", "mlp"] + data + ["--data-dir", dir, "--epochs", "3", "--lr", "3e-3", "--out", model, "--quiet"])
+        XCTAssertEqual(code, 0, err)
+        let common = ["attack", "--arch", "mlp", "--model", model] + data + ["--data-dir", dir, "--limit", "16", "--quiet"]
+        (code, out, err) = try advkit(common + ["--attack", "autoattack", "--eps", "0.3", "--out", dir + "/aa.idx", "--json", dir + "/aa.json"])
+        XCTAssertEqual(code, 0, err)
+        let aa = try readJSON(dir + "/aa.json")
+        let brokenBy = aa["broken_by"] as! [Any]
+        XCTAssertEqual(brokenBy.count, 16)
+        let components = aa["components"] as! [String]
+        XCTAssertEqual(components.first, "apgd-ce")
+        let broken = brokenBy.compactMap { $0 as? String }
+        XCTAssertTrue(broken.allSatisfy { components.contains($0) }, "\(broken)")
+        let perImage = aa["per_image"] as! [[String: Any]]
+        XCTAssertEqual(broken.count, perImage.filter { $0["success"] as! Bool }.count, "every success names its component")
+        (code, out, err) = try advkit(common + ["--attack", "square", "--eps", "0.3", "--queries", "50", "--out", dir + "/sq.idx", "--json", dir + "/sq.json"])
+        XCTAssertEqual(code, 0, err)
+        let q = try readJSON(dir + "/sq.json")["queries"] as! [Int]
+        XCTAssertEqual(q.count, 16)
+        XCTAssertTrue(q.allSatisfy { $0 <= 50 }, "the budget holds per image: \(q)")
+        (code, _, err) = try advkit(common + ["--attack", "hsja", "--eps", "0.1", "--out", dir + "/o1.idx"])
+        XCTAssertTrue(code != 0 && err.contains("--eps does not apply to --attack hsja"), err)
+        (code, _, err) = try advkit(common + ["--attack", "pgd", "--queries", "10", "--out", dir + "/o2.idx"])
+        XCTAssertTrue(code != 0 && err.contains("--queries does not apply to --attack pgd; it is taken by square, hsja"), err)
+        (code, _, err) = try advkit(common + ["--attack", "apgd-t", "--targeted", "--target-class", "1", "--out", dir + "/o3.idx"])
+        XCTAssertTrue(code != 0 && err.contains("apgd-t chooses its own targets"), err)
     }
 }

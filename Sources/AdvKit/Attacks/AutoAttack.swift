@@ -48,11 +48,13 @@ public struct AutoAttack: Attack {
 
     /// AutoAttack "standard": APGD-CE, APGD-T, FAB-T and Square (Croce & Hein 2020's defaults: 100 steps, 9 target
     /// classes, 5,000 Square queries, one restart each).
-    public static func standard(epsilon: Float = 0.1, norm: Norm = .linf, steps: Int = 100, targetClasses: Int = 9) -> AutoAttack {
+    public static func standard(epsilon: Float = 0.1, norm: Norm = .linf, steps: Int = 100, targetClasses: Int = 9,
+                                squareQueries: Int = 5000) -> AutoAttack {
         AutoAttack(components: [
             APGD(epsilon: epsilon, steps: steps, norm: norm, loss: .crossEntropy),
             APGD.targeted(epsilon: epsilon, steps: steps, norm: norm, targetClasses: targetClasses),
             FAB(epsilon: epsilon, norm: norm, targeted: true, steps: steps, targetClasses: targetClasses),
+            SquareAttack(epsilon: epsilon, norm: norm, queries: squareQueries),
         ], version: "standard", epsilon: epsilon, norm: norm)
     }
 
