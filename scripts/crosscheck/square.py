@@ -12,6 +12,15 @@ every forward pass of the attack (its clean check, its start, its iterations and
 
 Prints and writes JSON: robust accuracy, clean accuracy, seconds, queries per image (mean), each image's
 adversarial class.
+
+Measured (first 1,024 test images, L-inf eps 0.1, 5,000 queries, seed 0, 2 threads, clean accuracy 89.36%):
+    torchattacks 3.5.1, one call of 1,024 images   robust 10.06% (103 images), 702 forward rows per image
+                                                   (700 attack queries + its clean and final checks)
+    the issue's torchattacks figure                robust  9.67%, 189 s
+    AdvKit SquareAttack (square/advkit)            robust  9.18% (94 images), 659 queries per image (clean
+                                                   check included), median 104 for the images it broke
+93 of AdvKit's 94 robust images are robust under torchattacks too. Times on the shared machine (load 7 to 15)
+say nothing: AdvKit 318 s, torchattacks 4,182 s, both at 2 threads beside other jobs.
 """
 import argparse
 import json
