@@ -15,7 +15,8 @@ Run it with any python3 (AdvKit's side needs no packages); torchattacks' side ru
 Settings. APGD (ce, dlr) and APGDT: the paper's 100 steps, 1 restart, rho 0.75, APGDT over n_classes - 1 = 9
 target classes. torchattacks' AutoAttack("standard") is run as the library builds it: its components take the
 library's defaults, which are 10 steps for APGD, APGDT and FAB (the paper and AdvKit use 100) and 5,000 queries
-for Square. AdvKit's side is advkit-bench's workloads apgd-ce, apgd-dlr, apgd-t, autoattack (AutoAttack.standard:
+for Square; `--only autoattack-paper --skip-advkit` runs the same four attacks through torchattacks' MultiAttack
+at 100 steps, like for like with AdvKit's. AdvKit's side is advkit-bench's workloads apgd-ce, apgd-dlr, apgd-t, autoattack (AutoAttack.standard:
 100 steps each), timed once (--reps 1) over all images.
 """
 import argparse
@@ -33,6 +34,8 @@ DATA_DIR = "/usr/share/datasets/fashion-mnist"
 PEERS = os.environ.get("PEERS", os.path.join(os.path.dirname(ROOT), "peers"))
 WEIGHTS_DEFAULT = os.path.join(os.path.dirname(ROOT), "shared", "peers", "models", "fmnist_cnn.safetensors")
 ATTACKS = ["apgd-ce", "apgd-dlr", "apgd-t", "autoattack"]
+# torchattacks only (--skip-advkit): AutoAttack's four attacks at the paper's 100 steps, like AdvKit's standard.
+TORCH_ONLY = ["autoattack-paper"]
 
 
 def parse_args():
@@ -44,7 +47,7 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", help="comma list of " + ",".join(ATTACKS))
+    ap.add_argument("--only", help="comma list of " + ",".join(ATTACKS + TORCH_ONLY))
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-advkit", action="store_true")
     ap.add_argument("--out", help="write both sides' figures here as JSON")
@@ -119,6 +122,16 @@ def torch_side(args, attacks):
             return torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=10)
         if name == "autoattack":
             return torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=seed)
+        if name == "autoattack-paper":
+            # Like for like with AdvKit's AutoAttack.standard: the same four attacks with the paper's 100 steps
+            # (torchattacks' AutoAttack gives its components 10), through the library's MultiAttack.
+            return torchattacks.MultiAttack([
+                torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce"),
+                torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=10),
+                torchattacks.FAB(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, multi_targeted=True,
+                                 n_classes=10),
+                torchattacks.Square(model, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, seed=seed),
+            ])
         raise SystemExit(f"unknown attack {name}")
 
     out = {"clean_accuracy": float((predict(X) == Y).float().mean()), "versions": {
@@ -148,7 +161,7 @@ def advkit_side(args, attacks):
     binpath = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"] + scratch, cwd=ROOT, check=True,
                              capture_output=True, text=True).stdout.strip()
     out = {"attacks": {}}
-    for name in attacks:
+    for name in [a for a in attacks if a not in TORCH_ONLY]:
         cmd = [os.path.join(binpath, "advkit-bench"), "--threads", str(args.threads), "--batch", str(args.batch),
                "--n", str(args.n), "--reps", "1", "--min-rep-s", "0", "--weights", args.weights, "--only", name]
         res = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
