@@ -20,30 +20,12 @@ final class CommandLineTests: XCTestCase {
 
     /// Runs the built `advkit` with `args`; returns (exit code, stdout, stderr).
     @discardableResult
-    private func advkit(_ args: [String]) throws -> (Int32, String, String) {
-        // The test bundle runs from the build folder, beside the products.
-        let url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("advkit")
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            XCTFail("\(url.path) is not built: run `swift build --build-tests` first")
-            throw CocoaError(.fileNoSuchFile)
-        }
-        let p = Process()
-        p.executableURL = url
-        p.arguments = args
-        p.environment = ["ADVKIT_THREADS": "2", "PATH": "/usr/bin:/bin"]
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
+    private func advkit(_ args: [String]) throws -> (Int32, String, String) { try runAdvkit(args) }
 
     /// Starts the built `advkit` with `args` in the background, its output discarded (for the kill tests).
     private func startAdvkit(_ args: [String]) throws -> Process {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("advkit")
+        p.executableURL = try advkitExecutable()
         p.arguments = args
         p.environment = ["ADVKIT_THREADS": "2"]
         p.standardOutput = FileHandle.nullDevice
@@ -195,9 +177,7 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(written, [], "a failed command writes no output file")
     }
 
-    private func readJSON(_ path: String) throws -> [String: Any] {
-        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
-    }
+    private func readJSON(_ path: String) throws -> [String: Any] { try readJSONObject(path) }
 
     /// What the JSON records is what ran: every effective setting (defaults included), the model's SHA-256 and
     /// the version; the norm asked for is the norm run; fractions are read as the field writes them.

@@ -15,28 +15,9 @@ final class DataCommandLineTests: XCTestCase {
 
     /// Runs the built `advkit` with `args`; returns (exit code, stdout, stderr).
     @discardableResult
-    private func advkit(_ args: [String]) throws -> (Int32, String, String) {
-        let url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("advkit")
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            XCTFail("\(url.path) is not built: run `swift build --build-tests` first")
-            throw CocoaError(.fileNoSuchFile)
-        }
-        let p = Process()
-        p.executableURL = url
-        p.arguments = args
-        p.environment = ["ADVKIT_THREADS": "2", "PATH": "/usr/bin:/bin"]
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
+    private func advkit(_ args: [String]) throws -> (Int32, String, String) { try runAdvkit(args) }
 
-    private func readJSON(_ path: String) throws -> [String: Any] {
-        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
-    }
+    private func readJSON(_ path: String) throws -> [String: Any] { try readJSONObject(path) }
 
     /// The class folder names of scripts/data/make_fixtures.py: sorted, they keep Fashion-MNIST's class order.
     private static let folders = ["0_T-shirt-top", "1_Trouser", "2_Pullover", "3_Dress", "4_Coat", "5_Sandal", "6_Shirt", "7_Sneaker", "8_Bag", "9_Ankle-boot"]
