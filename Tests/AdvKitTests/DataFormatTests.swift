@@ -376,6 +376,12 @@ final class DataFormatTests: XCTestCase {
         try put(dir + "/flat/.hidden.png", gray)
         let flat = try Dataset.load(images: dir + "/flat")
         XCTAssertEqual(flat.imageNames, ["a.png", "b.png"], "sorted; hidden and non-image files skipped")
+        // Channel counts other than 1 and 3: a thrown error when asked for, the files' own channels when a model
+        // has 4 (its shape check then names the mismatch), never a trap.
+        XCTAssertThrowsError(try Dataset.load(images: dir + "/flat", options: ImageLoadOptions(channels: 4))) {
+            XCTAssertTrue("\($0)".contains("1 (grayscale) or 3 (RGB) channels, not 4"), "\($0)")
+        }
+        XCTAssertEqual(try Dataset.load(images: dir + "/flat", options: ImageLoadOptions(imageShape: [4, 3, 4])).images.shape[1], 3)
         XCTAssertNil(flat.labels)
         XCTAssertNil(flat.source.classFolders)
         XCTAssertEqual(flat.images.shape, [2, 3, 3, 4], "one RGB file: RGB, the gray one repeated")

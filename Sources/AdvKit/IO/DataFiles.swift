@@ -60,7 +60,9 @@ public struct ImageLoadOptions {
         self.limit = limit
     }
 
-    var targetChannels: Int? { channels ?? imageShape.map { $0[0] } }
+    /// The channels to convert the images to: the asked 1 or 3, else the model's when it is 1 or 3 (a model with
+    /// another channel count gets the images as they are, and the shape check names the mismatch).
+    var targetChannels: Int? { channels ?? imageShape.map { $0[0] }.flatMap { $0 == 1 || $0 == 3 ? $0 : nil } }
 }
 
 /// The keys looked for in an .npz when none is named: Keras' and scikit-learn's habits, then np.savez's
@@ -137,6 +139,9 @@ extension Dataset {
     /// or (N, H, W, C) with C = 1 or 3, or (N, C·H·W) when `options.imageShape` is known.
     public static func load(images path: String, labels labelsPath: String? = nil,
                             options: ImageLoadOptions = ImageLoadOptions()) throws -> LoadedImages {
+        if let c = options.channels, c != 1 && c != 3 {
+            throw AdvKitError.invalidArgument("images convert to 1 (grayscale) or 3 (RGB) channels, not \(c)")
+        }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw AdvKitError.io(path: path, reason: "no such file or folder") }
         var loaded: LoadedImages
