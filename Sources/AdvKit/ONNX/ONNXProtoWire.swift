@@ -223,3 +223,44 @@ struct ONNXProtoReader {
         }
     }
 }
+
+/// The protobuf wire format, written: the few encodings `writeONNX` needs to re-encode a message whose fields it
+/// otherwise copies verbatim (ONNXWriter.swift). A length-delimited field's length is written before its bytes,
+/// so a message is built bottom-up: the changed submessage first, then its key and length into the enclosing one.
+struct ONNXProtoWriter {
+    private(set) var bytes: [UInt8] = []
+
+    init(reservingCapacity n: Int = 0) { bytes.reserveCapacity(n) }
+
+    /// A base-128 varint: 7 bits per byte, low bits first, the high bit set on every byte but the last.
+    mutating func varint(_ value: UInt64) {
+        var v = value
+        while v >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        bytes.append(UInt8(v))
+    }
+
+    /// A field's key: field number << 3 | wire type.
+    mutating func key(_ field: Int, _ wire: ONNXProtoReader.WireType) {
+        precondition(field >= 1 && field <= 536_870_911, "field number \(field) outside 1...536870911")
+        varint(UInt64(field) << 3 | UInt64(wire.rawValue))
+    }
+
+    /// A length-delimited field (a submessage, a string, bytes): key, length, then the bytes.
+    mutating func lengthDelimited(_ field: Int, _ body: UnsafeRawBufferPointer) {
+        key(field, .lengthDelimited)
+        varint(UInt64(body.count))
+        append(body)
+    }
+
+    mutating func lengthDelimited(_ field: Int, _ body: [UInt8]) {
+        body.withUnsafeBytes { lengthDelimited(field, $0) }
+    }
+
+    /// Bytes copied as they are (a field taken verbatim from the source, key included).
+    mutating func append(_ raw: UnsafeRawBufferPointer) {
+        bytes.append(contentsOf: raw)
+    }
+}
