@@ -235,6 +235,19 @@ enum Kernels {
         ck_project_l2(x.storage.pointer, x0.storage.pointer, epsilon, lo, hi, x.shape[0], x.shape.itemCount)
     }
 
+    /// Doubles of scratch `fabStep` needs for images of `pixels` values.
+    static func fabStepScratchCount(pixels d: Int) -> Int { ck_fab_step_workspace_doubles(d, ck_get_num_threads()) }
+
+    /// FAB's projection and extrapolation step for every image (ck_fab_step, fab_step.c): out, x1, x0, w (N, D).
+    static func fabStep(_ out: inout Tensor, scratch: UnsafeMutablePointer<Double>, point x1: Tensor, origin x0: Tensor,
+                        normal w: Tensor, value f: [Float], norm: Norm, alphaMax: Float, eta: Float, lo: Float, hi: Float) {
+        out.makeUnique()
+        f.withUnsafeBufferPointer { fp in
+            ck_fab_step(out.storage.pointer, scratch, x1.storage.pointer, x0.storage.pointer, w.storage.pointer,
+                        fp.baseAddress, x1.shape[0], x1.shape.itemCount, norm == .l2 ? 1 : 0, alphaMax, eta, lo, hi)
+        }
+    }
+
     static func clip(_ x: inout Tensor, lo: Float, hi: Float) {
         x.makeUnique()
         ck_clip(x.storage.pointer, lo, hi, x.count)

@@ -196,8 +196,7 @@ public struct FAB: Attack {
         var w = Tensor(uninitialized: x1.shape)  // the chosen hyperplane's normal ∇f_s, per image
         var f = [Float](repeating: 0, count: ids.count)  // and its value f_s(x_k)
         var dist = [Float](repeating: 0, count: ids.count)
-        let scratch = ProjectionScratch(count: d)
-        var d1 = [Float](repeating: 0, count: d), d2 = d1
+        var scratch = [Double](repeating: 0, count: Kernels.fabStepScratchCount(pixels: d))
         var seeds: [Tensor] = []
         var labels: [Int] = [], targets: [Int] = [], goalTargets: [Int]? = nil
         func rebuild() {
@@ -276,22 +275,12 @@ public struct FAB: Attack {
                 let g = tape.gradient(of: z, seed: seeds[0], wrt: v)
                 wp.update(from: g.storage.pointer, count: m * d)
             }
-            // The step: project x_k and x₀ onto the hyperplane ∩ box, extrapolate, clip.
-            let x0p = x0.storage.pointer, x1p = x1.storage.pointer, np = next.storage.pointer
-            for i in 0..<m {
-                let xi = x1p + i * d, oi = x0p + i * d, wi = wp + i * d
-                var shift = 0.0  // w·(x₀ − x_k)
-                for j in 0..<d { shift += Double(wi[j]) * Double(oi[j] - xi[j]) }
-                let a1 = max(FAB.boundaryStep(&d1, point: xi, normal: wi, change: -Double(f[i]), count: d, norm: norm,
-                                              lo: lo, hi: hi, scratch: scratch), 1e-8)
-                let a2 = max(FAB.boundaryStep(&d2, point: oi, normal: wi, change: -Double(f[i]) - shift, count: d,
-                                              norm: norm, lo: lo, hi: hi, scratch: scratch), 1e-8)
-                let alpha = min(max(a1 / (a1 + a2), 0), alphaMax)
-                let out = np + i * d
-                for j in 0..<d {
-                    let p = (1 - alpha) * (xi[j] + eta * d1[j]) + alpha * (oi[j] + eta * d2[j])
-                    out[j] = min(max(p, lo), hi)
-                }
+            // The step: project x_k and x₀ onto the hyperplane ∩ box, extrapolate, clip (the images split over
+            // the threads in C; `referenceStep` is the same in Swift).
+            let x0p = x0.storage.pointer
+            scratch.withUnsafeMutableBufferPointer { sp in
+                Kernels.fabStep(&next, scratch: sp.baseAddress!, point: x1, origin: x0, normal: w, value: f, norm: norm,
+                                alphaMax: alphaMax, eta: eta, lo: lo, hi: hi)
             }
             swap(&x1, &next)
             // Test the new point; its forward pass is the next step's unless some image steps back.
@@ -340,6 +329,56 @@ public struct FAB: Attack {
     }
 
     // MARK: the projection
+
+    /// FAB's step for `count` images of `d` values in plain Swift (the reference for ck_fab_step, which `run`
+    /// calls): per image, δ_k and δ_0 onto {x : f + w·(x − x_k) = 0} ∩ [lo, hi]^d, α = min(‖δ_k‖/(‖δ_k‖ + ‖δ_0‖),
+    /// α_max), out = clip((1 − α)(x_k + η·δ_k) + α(x₀ + η·δ_0), lo, hi).
+    @_spi(Testing) public static func referenceStep(point x1: [Float], origin x0: [Float], normal w: [Float], value f: [Float],
+                                                    count: Int, norm: Norm, alphaMax: Float, eta: Float,
+                                                    bounds: PixelBounds = .unit) -> [Float] {
+        let d = count > 0 ? x1.count / count : 0
+        precondition(x1.count == count * d && x0.count == x1.count && w.count == x1.count && f.count == count,
+                     "referenceStep: \(count) images need equal-length point, origin and normal and one value each")
+        let lo = bounds.lo, hi = bounds.hi
+        var out = [Float](repeating: 0, count: x1.count)
+        var d1 = [Float](repeating: 0, count: d), d2 = d1
+        let scratch = ProjectionScratch(count: d)
+        x1.withUnsafeBufferPointer { x1b in x0.withUnsafeBufferPointer { x0b in w.withUnsafeBufferPointer { wb in
+            for i in 0..<count {
+                let xi = x1b.baseAddress! + i * d, oi = x0b.baseAddress! + i * d, wi = wb.baseAddress! + i * d
+                var shift = 0.0  // w·(x₀ − x_k)
+                for j in 0..<d { shift += Double(wi[j]) * Double(oi[j] - xi[j]) }
+                let a1 = max(boundaryStep(&d1, point: xi, normal: wi, change: -Double(f[i]), count: d, norm: norm,
+                                          lo: lo, hi: hi, scratch: scratch), 1e-8)
+                let a2 = max(boundaryStep(&d2, point: oi, normal: wi, change: -Double(f[i]) - shift, count: d,
+                                          norm: norm, lo: lo, hi: hi, scratch: scratch), 1e-8)
+                let alpha = min(max(a1 / (a1 + a2), 0), alphaMax)
+                for j in 0..<d {
+                    let p = (1 - alpha) * (xi[j] + eta * d1[j]) + alpha * (oi[j] + eta * d2[j])
+                    out[i * d + j] = min(max(p, lo), hi)
+                }
+            }
+        }}}
+        return out
+    }
+
+    /// `referenceStep` through the C kernel `run` uses (ck_fab_step, the images split over the threads). For tests.
+    @_spi(Testing) public static func kernelStep(point x1: [Float], origin x0: [Float], normal w: [Float], value f: [Float],
+                                                 count: Int, norm: Norm, alphaMax: Float, eta: Float,
+                                                 bounds: PixelBounds = .unit) -> [Float] {
+        let d = count > 0 ? x1.count / count : 0
+        precondition(x1.count == count * d && x0.count == x1.count && w.count == x1.count && f.count == count,
+                     "kernelStep: \(count) images need equal-length point, origin and normal and one value each")
+        guard count > 0 && d > 0 else { return [] }
+        var out = Tensor(zeros: [count, d])
+        var scratch = [Double](repeating: 0, count: Kernels.fabStepScratchCount(pixels: d))
+        scratch.withUnsafeMutableBufferPointer { sp in
+            Kernels.fabStep(&out, scratch: sp.baseAddress!, point: Tensor(x1, shape: [count, d]),
+                            origin: Tensor(x0, shape: [count, d]), normal: Tensor(w, shape: [count, d]), value: f,
+                            norm: norm, alphaMax: alphaMax, eta: eta, lo: bounds.lo, hi: bounds.hi)
+        }
+        return out.scalars
+    }
 
     /// Scratch for `boundaryStep`, one image's worth, reused across images and steps.
     final class ProjectionScratch {

@@ -155,6 +155,15 @@ void ck_softmax_xent_soft_backward(float *dlogits, const float *probs, const flo
 void ck_log_softmax(float *out, const float *logits, size_t N, size_t K);
 void ck_softmax(float *out, const float *logits, size_t N, size_t K);
 
+// ---- FAB's step (fab_step.c) -----------------------------------------------------------------------------
+// x1, x0, w, out (N, D); f (N). Per image n: the minimal-norm steps d1 from x1 and d2 from x0 onto the hyperplane
+// {x : f_n + w_n.(x - x1_n) = 0} within [lo, hi]^D (L-inf, or L2 when l2), alpha = min(|d1| / (|d1| + |d2|),
+// alpha_max) (each norm floored at 1e-8), out = clip((1 - alpha)(x1 + eta d1) + alpha(x0 + eta d2), lo, hi).
+// Croce & Hein 2020. Images split over the threads; bit-identical to FAB.referenceStep in Swift.
+size_t ck_fab_step_workspace_doubles(size_t D, size_t threads);
+void ck_fab_step(float *out, double *scratch, const float *x1, const float *x0, const float *w, const float *f,
+                 size_t N, size_t D, int l2, float alpha_max, float eta, float lo, float hi);
+
 // ---- Attack steps (attack_step.c) -----------------------------------------------------------------------
 // x = clip(clip(x + alpha * sign(g), x0 - eps, x0 + eps), lo, hi): one Linf PGD step, one pass over memory.
 // sign(0) = 0. eps < 0 means no projection.
