@@ -271,11 +271,15 @@ struct ThreadOptions: ParsableArguments {
 extension TrainingConfiguration.OptimizerKind: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train a model and save it as safetensors (PyTorch's names).")
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model, or fine-tune your own (--model), and save it as safetensors (PyTorch's names) or ONNX.")
 
     @OptionGroup var data: DataOptions
     @OptionGroup var model: ModelOptions
     @OptionGroup var threads: ThreadOptions
+
+    @Option(name: .customLong("model"), help: "Fine-tune this model from its own weights instead of training a new one: .onnx (any exported classifier; --out may then be .onnx), or .safetensors with --arch.")
+    var modelPath: String?
 
     @Option(help: "Epochs.") var epochs = 1
     @Option(help: "Minibatch size.") var batchSize = 64
@@ -283,9 +287,9 @@ struct Train: ParsableCommand {
     @Option(help: "Optimizer: adam or sgd (momentum 0.9).") var optimizer: TrainingConfiguration.OptimizerKind = .adam
     @Option(help: "Seed of initialisation and shuffling.") var seed: UInt64 = 0
     @Option(help: "Use only the first N training images.") var trainLimit: Int?
-    @Option(help: "Where to write the model (.safetensors); rewritten after every epoch.") var out: String
+    @Option(help: "Where to write the model (.safetensors, or .onnx for an .onnx --model: the same graph with the fine-tuned weights); rewritten after every epoch.") var out: String
     @Flag(help: "No progress output.") var quiet = false
-    @Flag(help: "Continue an interrupted run from the state file beside --out (same settings): the result equals an uninterrupted run.")
+    @Flag(help: "Continue an interrupted run from the state file beside --out (OUT.state; OUT.safetensors.state for an .onnx --out) with the same settings: the result equals an uninterrupted run.")
     var resume = false
 
     @Option(help: "Training-time defense: \(DefenseName.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -327,6 +331,34 @@ struct Train: ParsableCommand {
         if !(sigma.isFinite && sigma >= 0) { throw ValidationError("--gda-sigma must be >= 0, got \(sigma)") }
         if (gdaCopies ?? 10) < 0 { throw ValidationError("--gda-copies must be >= 0, got \(gdaCopies ?? 10)") }
         try trainingDefense?.validate()
+        let onnxModel = modelPath.map(ModelOptions.isONNX) ?? false
+        if ModelOptions.isONNX(out) && !onnxModel {
+            throw ValidationError(modelPath == nil
+                ? "--out \(out): an .onnx output is a fine-tuned ONNX model; give the model to fine-tune with --model FILE.onnx (a model trained here is saved as .safetensors)"
+                : "--out \(out): an .onnx output needs an .onnx --model; a safetensors model is saved as .safetensors")
+        }
+        if onnxModel && [.brelu, .gdaBrelu].contains(defense) {
+            throw ValidationError("--defense \(defense.rawValue) changes the architecture (bounded ReLU activations), and an .onnx model's graph is its architecture: use pgd-at, trades, fgsm-at, vat, label-smoothing or gda")
+        }
+        if let modelPath, URL(fileURLWithPath: modelPath).standardizedFileURL.path == URL(fileURLWithPath: out).standardizedFileURL.path {
+            throw ValidationError("--out must not be the --model file itself (\(out)): write the fine-tuned model to a new file")
+        }
+    }
+
+    /// Where an .onnx --out keeps its trained tensors (safetensors) and, beside that, its resume state.
+    static func onnxCheckpoint(_ out: String) -> String { out + ".safetensors" }
+
+    /// Writes `model` once to a scratch file beside `out` (then removes it): a model that cannot be written back is
+    /// an error before training, not after the first epoch.
+    static func checkWritable(_ model: ONNXClassifier, _ out: String) throws {
+        let url = URL(fileURLWithPath: out)
+        let probe = url.deletingLastPathComponent().path + "/." + url.lastPathComponent + ".check-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: probe) }
+        do {
+            try model.writeONNX(to: probe)
+        } catch let AdvKitError.io(_, reason) {
+            throw AdvKitError.io(path: out, reason: reason)
+        }
     }
 
     var trainingDefense: TrainingDefense? {
@@ -350,7 +382,16 @@ struct Train: ParsableCommand {
             }
             var network = model
             if [.brelu, .gdaBrelu].contains(defense) { network.activation = .brelu }
-            let m = try network.make(for: train, seed: seed)
+            let m: TrainableClassifier
+            if let modelPath {
+                // ModelOptions.load checks --arch and the ONNX options against the file's kind.
+                guard let loaded = try network.load(modelPath, for: train) as? TrainableClassifier else {
+                    throw AdvKitError.invalidArgument("\(modelPath) cannot be fine-tuned")
+                }
+                m = loaded
+            } else {
+                m = try network.make(for: train, seed: seed)
+            }
             var config = TrainingConfiguration()
             config.epochs = epochs
             config.batchSize = batchSize
@@ -365,11 +406,23 @@ struct Train: ParsableCommand {
                 trainer.batchLoss = d.batchLoss(seed: seed, labelSmoothing: config.labelSmoothing)
             }
             let started = Date()
-            if resume { FileHandle.standardError.write(Data("resuming from \(Trainer.stateFile(for: out))\n".utf8)) }
-            let history = try trainer.fit(train, test: test, checkpoint: out, resume: resume)
+            // An ONNX --out: the trainer checkpoints the tensors as safetensors beside it (what --resume reads) and
+            // the ONNX file is rewritten from them after every epoch.
+            let onnx = m as? ONNXClassifier
+            let checkpoint = onnx != nil && ModelOptions.isONNX(out) ? Train.onnxCheckpoint(out) : out
+            if resume { FileHandle.standardError.write(Data("resuming from \(Trainer.stateFile(for: checkpoint))\n".utf8)) }
+            if let onnx, checkpoint != out { try Train.checkWritable(onnx, out) }
+            var writeError: Error?
+            let history = try trainer.fit(train, test: test, checkpoint: checkpoint, resume: resume) { _ in
+                guard let onnx, checkpoint != out, writeError == nil else { return }
+                do { try onnx.writeONNX(to: out) } catch { writeError = error }
+            }
+            if let writeError { throw writeError }
             let acc = history.last?.testAccuracy ?? 0
-            print(String(format: "trained %@ (defense %@) on %d images for %d epoch(s) in %.1fs: test accuracy %.2f%% on %d images; saved %@",
-                         model.archValue.rawValue, defense.rawValue, train.count, history.count, Date().timeIntervalSince(started), acc * 100, test.count, out))
+            let what = modelPath.map { "fine-tuned " + URL(fileURLWithPath: $0).lastPathComponent } ?? "trained " + model.archValue.rawValue
+            print(String(format: "%@ (defense %@) on %d images for %d epoch(s) in %.1fs: test accuracy %.2f%% on %d images; saved %@",
+                         what, defense.rawValue, train.count, history.count, Date().timeIntervalSince(started), acc * 100, test.count,
+                         out + (checkpoint != out ? " (its tensors and resume state: \(checkpoint))" : "")))
         }
     }
 }
