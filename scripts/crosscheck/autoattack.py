@@ -6,6 +6,7 @@ on the same images (the first --n Fashion-MNIST test images), L-inf eps 0.1, 2 t
 and print robust accuracy and seconds per attack, then the table for docs/ATTACKS.md.
 
     PEERS=/work/peers scripts/crosscheck/autoattack.py            # both sides
+    PEERS=/work/peers scripts/crosscheck/autoattack.py --only autoattack --repeat 3   # the speed criterion: 3 pairs
     scripts/crosscheck/autoattack.py --skip-torch                  # AdvKit only
     scripts/crosscheck/autoattack.py --skip-advkit                 # torchattacks only
 
@@ -50,6 +51,9 @@ def parse_args():
     ap.add_argument("--only", help="comma list of " + ",".join(ATTACKS + TORCH_ONLY))
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-advkit", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run torchattacks then AdvKit this many times in turn; the table gives the medians and every "
+                         "pair's AutoAttack ratio is printed (a shared machine drifts between runs)")
     ap.add_argument("--out", help="write both sides' figures here as JSON")
     ap.add_argument("--scratch-path", help="swift build --scratch-path for advkit-bench (default: SwiftPM's .build)")
     ap.add_argument("--torch-side", action="store_true", help=argparse.SUPPRESS)  # internal: run inside the venv
@@ -154,12 +158,16 @@ def torch_side(args, attacks):
 # ----------------------------------------------------------------------------------------------
 # AdvKit's side (advkit-bench)
 
-def advkit_side(args, attacks):
+def build_advkit(args):
+    """Builds advkit-bench once (every repeat then runs the same binary); returns its folder."""
     scratch = ["--scratch-path", args.scratch_path] if args.scratch_path else []
     subprocess.run(["swift", "build", "-c", "release", "--product", "advkit-bench"] + scratch, cwd=ROOT, check=True,
                    stdout=sys.stderr)
-    binpath = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"] + scratch, cwd=ROOT, check=True,
-                             capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"] + scratch, cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def advkit_side(args, attacks, binpath):
     out = {"attacks": {}}
     for name in [a for a in attacks if a not in TORCH_ONLY]:
         cmd = [os.path.join(binpath, "advkit-bench"), "--threads", str(args.threads), "--batch", str(args.batch),
@@ -169,7 +177,7 @@ def advkit_side(args, attacks):
         rec = {"robust_accuracy": w["robust_accuracy"], "seconds": w["median_s"],
                "cpu_seconds": round(w["cpu_user_s_median"] + w["cpu_sys_s_median"], 2), "linf_max": w["linf_max"],
                "in_bounds": w["in_bounds_0_1"], "command": " ".join(cmd[1:])}
-        for k in ("robust_accuracy_after", "broken_by"):
+        for k in ("robust_accuracy_after", "broken_by", "components", "component_seconds"):
             if k in w:
                 rec[k] = w[k]
         out["clean_accuracy"] = w["clean_accuracy_same_images"]
@@ -180,28 +188,84 @@ def advkit_side(args, attacks):
     return out
 
 
+def load_average():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def torch_run(args, attacks):
+    python = os.path.join(PEERS, ".venv", "bin", "python")
+    if not os.path.exists(python):
+        raise SystemExit(f"{python} is missing: set PEERS to a copy of ../shared/peers whose setup.sh has run")
+    cmd = [python, os.path.abspath(__file__), "--torch-side", "--weights", args.weights, "--n", str(args.n),
+           "--eps", str(args.eps), "--steps", str(args.steps), "--threads", str(args.threads),
+           "--batch", str(args.batch), "--seed", str(args.seed), "--only", ",".join(attacks)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    return json.loads(subprocess.run(cmd, check=True, capture_output=False, stdout=subprocess.PIPE,
+                                     text=True, env=env).stdout)
+
+
+def median(values):
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
+def merge(runs):
+    """One side's runs as one record per attack: median wall and CPU seconds, every run's figures kept."""
+    if not runs:
+        return None
+    out = dict(runs[-1])
+    out["attacks"] = {}
+    for name in runs[-1]["attacks"]:
+        recs = [r["attacks"][name] for r in runs]
+        rec = dict(recs[-1])
+        rec["seconds"] = median([r["seconds"] for r in recs])
+        rec["cpu_seconds"] = median([r["cpu_seconds"] for r in recs])
+        rec["runs"] = [{k: r[k] for k in ("seconds", "cpu_seconds", "robust_accuracy", "load_average") if k in r}
+                       for r in recs]
+        out["attacks"][name] = rec
+    return out
+
+
 def main():
     args = parse_args()
     attacks = args.only.split(",") if args.only else ATTACKS
     if args.torch_side:
         print(json.dumps(torch_side(args, attacks)))
         return
-    torch_res = advkit_res = None
-    if not args.skip_torch:
-        python = os.path.join(PEERS, ".venv", "bin", "python")
-        if not os.path.exists(python):
-            raise SystemExit(f"{python} is missing: set PEERS to a copy of ../shared/peers whose setup.sh has run")
-        cmd = [python, os.path.abspath(__file__), "--torch-side", "--weights", args.weights, "--n", str(args.n),
-               "--eps", str(args.eps), "--steps", str(args.steps), "--threads", str(args.threads),
-               "--batch", str(args.batch), "--seed", str(args.seed), "--only", ",".join(attacks)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        torch_res = json.loads(subprocess.run(cmd, check=True, capture_output=False, stdout=subprocess.PIPE,
-                                              text=True, env=env).stdout)
-    if not args.skip_advkit:
-        advkit_res = advkit_side(args, attacks)
+    torch_runs, advkit_runs, pairs = [], [], []
+    binpath = None if args.skip_advkit else build_advkit(args)
+    for rep in range(max(args.repeat, 1)):
+        t = a = None
+        if not args.skip_torch:
+            load = load_average()
+            t = torch_run(args, attacks)
+            for rec in t["attacks"].values():
+                rec["load_average"] = load
+            torch_runs.append(t)
+        if not args.skip_advkit:
+            load = load_average()
+            a = advkit_side(args, attacks, binpath)
+            for rec in a["attacks"].values():
+                rec["load_average"] = load
+            advkit_runs.append(a)
+        if t and a and "autoattack" in attacks:
+            ta, aa = t["attacks"]["autoattack"], a["attacks"]["autoattack"]
+            pair = {"torchattacks_s": ta["seconds"], "torchattacks_cpu_s": ta["cpu_seconds"], "advkit_s": aa["seconds"],
+                    "advkit_cpu_s": aa["cpu_seconds"], "wall_ratio": ta["seconds"] / max(aa["seconds"], 1e-9),
+                    "cpu_ratio": ta["cpu_seconds"] / max(aa["cpu_seconds"], 1e-9),
+                    "load_average": [ta["load_average"], aa["load_average"]]}
+            pairs.append(pair)
+            print(f"run {rep + 1}: AutoAttack torchattacks {pair['torchattacks_s']:.1f} s (CPU {pair['torchattacks_cpu_s']:.1f} s), "
+                  f"AdvKit {pair['advkit_s']:.1f} s (CPU {pair['advkit_cpu_s']:.1f} s): {pair['wall_ratio']:.2f}x wall, "
+                  f"{pair['cpu_ratio']:.2f}x CPU (load average {pair['load_average'][0]:.1f} / {pair['load_average'][1]:.1f})",
+                  file=sys.stderr, flush=True)
+    torch_res, advkit_res = merge(torch_runs), merge(advkit_runs)
     clean = (advkit_res or torch_res)["clean_accuracy"]
     print(f"\nFirst {args.n} Fashion-MNIST test images, L-inf eps {args.eps}, {args.threads} threads, seed {args.seed}; "
-          f"clean accuracy {clean * 100:.2f}%\n")
+          f"clean accuracy {clean * 100:.2f}%" + (f"; seconds are medians of {args.repeat} runs" if args.repeat > 1 else "") + "\n")
     print("| attack | AdvKit robust acc | AdvKit s (CPU s) | torchattacks robust acc | torchattacks s (CPU s) |")
     print("|---|---|---|---|---|")
     for name in attacks:
@@ -209,13 +273,21 @@ def main():
         t = torch_res["attacks"].get(name) if torch_res else None
         cell = lambda r: (f"{r['robust_accuracy'] * 100:.2f}%", f"{r['seconds']:.1f} ({r['cpu_seconds']:.1f})") if r else ("-", "-")
         print(f"| {name} | {' | '.join(cell(a))} | {' | '.join(cell(t))} |")
-    if advkit_res and torch_res and "autoattack" in attacks:
-        a, t = advkit_res["attacks"]["autoattack"], torch_res["attacks"]["autoattack"]
-        print(f"\nAutoAttack: AdvKit {t['seconds'] / max(a['seconds'], 1e-9):.2f}x the speed of torchattacks in this run "
-              f"(wall), {t['cpu_seconds'] / max(a['cpu_seconds'], 1e-9):.2f}x (CPU seconds)")
+    if advkit_res and "autoattack" in advkit_res["attacks"]:
+        a = advkit_res["attacks"]["autoattack"]
+        if "component_seconds" in a:
+            parts = ", ".join(f"{n} {s:.1f} s" for n, s in zip(a.get("components", []), a["component_seconds"]))
+            print(f"\nAdvKit AutoAttack per component (last run): {parts}")
+    for i, p in enumerate(pairs):
+        print(f"AutoAttack run {i + 1}: torchattacks {p['torchattacks_s']:.1f} s ({p['torchattacks_cpu_s']:.1f} CPU s), "
+              f"AdvKit {p['advkit_s']:.1f} s ({p['advkit_cpu_s']:.1f} CPU s): AdvKit {p['wall_ratio']:.2f}x the speed "
+              f"(wall), {p['cpu_ratio']:.2f}x (CPU seconds)")
+    if len(pairs) > 1:
+        print(f"AutoAttack, median of {len(pairs)} runs: {median([p['wall_ratio'] for p in pairs]):.2f}x (wall), "
+              f"{median([p['cpu_ratio'] for p in pairs]):.2f}x (CPU seconds)")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"advkit": advkit_res, "torchattacks": torch_res, "n": args.n, "eps": args.eps,
+            json.dump({"advkit": advkit_res, "torchattacks": torch_res, "pairs": pairs, "n": args.n, "eps": args.eps,
                        "threads": args.threads, "seed": args.seed}, f, indent=1)
 
 
