@@ -13,8 +13,8 @@ import Foundation
 ///
 /// Initializers read only as constants (shapes, Clip bounds) are not on the tape and are left out. Training changes
 /// what this classifier computes and what `save` writes; `model` (the imported ONNX graph) keeps the initializers it
-/// was read with. Writing the trained tensors back into an ONNX file (unfolding the batch norms, transposing back)
-/// is a later step.
+/// was read with. `writeONNX(to:)` (ONNXWriter.swift) writes the trained tensors back into an ONNX file (the batch
+/// norms kept as the identity plus the trained bias, transposed copies transposed back).
 extension ONNXClassifier: TrainableClassifier {
     /// The tensors the tape reads, found by running the graph once on one zero image (names above), in graph order.
     /// Each access runs that forward pass.
