@@ -198,6 +198,73 @@ final class ONNXWriteBackTests: XCTestCase {
         }
     }
 
+    /// float16 and bfloat16 initializers are written in their own type: the trained float32 values rounded to
+    /// nearest (ties to even), checked against the nearest representable neighbour found in Double.
+    func testHalfPrecisionInitializersAreWrittenInTheirOwnType() throws {
+        let dir = temporaryDirectory()
+        let f = randomArray(12, seed: 3).map { Float16($0).bitPattern }
+        let c = randomArray(3, seed: 4, lo: -0.1, hi: 0.1).map { UInt16($0.bitPattern >> 16) }
+        let bytes = ProtoModel.encode(
+            nodes: [.init(name: "flat", op: "Flatten", inputs: ["x"], outputs: ["f"]),
+                    .init(name: "mm", op: "MatMul", inputs: ["f", "F"], outputs: ["h"]),
+                    .init(name: "add", op: "Add", inputs: ["h", "c"], outputs: ["logits"])],
+            initializers: [.init(name: "F", dims: [4, 3], values: [], halves: (10, f)), .init(name: "c", dims: [3], values: [], halves: (16, c))],
+            input: ("x", [-1, 1, 2, 2]), output: ("logits", [-1, 3]))
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/half.onnx"))
+        let m = try ONNXClassifier(contentsOf: dir + "/half.onnx")
+        try fineTune(m, seed: 9)
+        try m.writeONNX(to: dir + "/out.onnx")
+        let t = try ONNXModel.read(dir + "/out.onnx").graph.initializers
+        XCTAssertEqual(t["F"]!.dataType, .float16)
+        XCTAssertEqual(t["c"]!.dataType, .bfloat16)
+        let trained = Dictionary(uniqueKeysWithValues: m.namedTensors.map { ($0.name, $0.tensor.storage.value) })
+        var fTrained = [Float](repeating: 0, count: 12)  // (OUT, IN) copy back to (IN, OUT)
+        for o in 0..<3 { for i in 0..<4 { fTrained[i * 3 + o] = trained["F+Transpose"]!.scalars[o * 4 + i] } }
+        /// The nearest value among `candidates` (ties: the even bit pattern).
+        func nearest(_ v: Float, _ candidates: [(bits: UInt16, value: Float)]) -> Float {
+            candidates.min { a, b in
+                let da = abs(Double(a.value) - Double(v)), db = abs(Double(b.value) - Double(v))
+                return da != db ? da < db : a.bits % 2 == 0
+            }!.value
+        }
+        let wantF = fTrained.map { v -> Float in
+            let h = Float16(v).bitPattern  // a neighbour; the nearest is it or one step either side
+            return nearest(v, [h &- 1, h, h &+ 1].map { ($0, Float(Float16(bitPattern: $0))) })
+        }
+        let wantC = trained["c"]!.scalars.map { v -> Float in
+            let h = UInt16(v.bitPattern >> 16)
+            return nearest(v, [h, h &+ 1].map { ($0, Float(bitPattern: UInt32($0) << 16)) })
+        }
+        XCTAssertNotEqual(wantF, f.map { Float(Float16(bitPattern: $0)) }, "trained")
+        XCTAssertEqual(t["F"]!.floats, wantF)
+        XCTAssertEqual(t["c"]!.floats, wantC)
+    }
+
+    /// One initializer read by a convolution whose batch norm is folded and by another convolution as it is: training
+    /// moves the two copies apart, no single value computes both, and writing ONNX is a clear error (no file).
+    func testAnInitializerTrainedApartByTwoUsesIsAnError() throws {
+        let dir = temporaryDirectory()
+        let bytes = ProtoModel.encode(
+            nodes: [.init(name: "conv1", op: "Conv", inputs: ["x", "W", "B"], outputs: ["y1"], ints: ["pads": [1, 1, 1, 1]]),
+                    .init(name: "bn", op: "BatchNormalization", inputs: ["y1", "g", "b", "m", "v"], outputs: ["z1"]),
+                    .init(name: "conv2", op: "Conv", inputs: ["z1", "W", "B"], outputs: ["y2"], ints: ["pads": [1, 1, 1, 1]]),
+                    .init(name: "gap", op: "GlobalAveragePool", inputs: ["y2"], outputs: ["p"]),
+                    .init(name: "flat", op: "Flatten", inputs: ["p"], outputs: ["logits"])],
+            initializers: [.init(name: "W", dims: [2, 2, 3, 3], values: randomArray(36, seed: 5)), .init(name: "B", dims: [2], values: [0.1, -0.1]),
+                           .init(name: "g", dims: [2], values: [1.2, 0.8]), .init(name: "b", dims: [2], values: [0.1, 0.2]),
+                           .init(name: "m", dims: [2], values: [0.05, -0.05]), .init(name: "v", dims: [2], values: [0.9, 1.1])],
+            input: ("x", [-1, 2, 4, 4]), output: ("logits", [-1, 2]))
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/shared.onnx"))
+        let m = try ONNXClassifier(contentsOf: dir + "/shared.onnx")
+        try m.writeONNX(to: dir + "/untouched.onnx")  // untouched: the file's own tensors compute both uses
+        try fineTune(m, seed: 2)
+        XCTAssertThrowsError(try m.writeONNX(to: dir + "/tuned.onnx")) { e in
+            XCTAssertTrue("\(e)".contains("the initializer W is used by"), "\(e)")
+            XCTAssertFalse("\(e)".contains("\n"), "one line")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/tuned.onnx"))
+    }
+
     // MARK: errors
 
     /// An unwritable path is a thrown AdvKitError and leaves no file; a model not read from a file, or whose file
@@ -238,6 +305,8 @@ private struct ProtoTensor {
     var dims: [Int]
     var values: [Float]
     var double = false
+    /// float16 or bfloat16 bit patterns instead of float32 (the values are then ignored).
+    var halves: (type: Int, bits: [UInt16])? = nil
 }
 
 private struct ProtoNode {
@@ -269,11 +338,12 @@ private enum ProtoModel {
     static func tensor(_ t: ProtoTensor) -> [UInt8] {
         var o: [UInt8] = []
         for d in t.dims { int(1, d, &o) }
-        int(2, t.double ? 11 : 1, &o)
+        int(2, t.halves?.type ?? (t.double ? 11 : 1), &o)
         string(8, t.name, &o)
         if t.name == "w1" { string(12, "w1 doc: kept", &o) }
         var raw: [UInt8] = []
-        for v in t.values {
+        for h in t.halves?.bits ?? [] { withUnsafeBytes(of: h.littleEndian) { raw += $0 } }
+        for v in t.halves == nil ? t.values : [] {
             if t.double { withUnsafeBytes(of: Double(v).bitPattern.littleEndian) { raw += $0 } } else { withUnsafeBytes(of: v.bitPattern.littleEndian) { raw += $0 } }
         }
         bytes(9, raw, &o)
