@@ -13,28 +13,28 @@ struct DefenseOptions: ParsableArguments {
     @Flag(help: "Attack the bare model and only then show the images to the defense (transfer). Default: the adaptive attack (BPDA through squeezing, EOT over noise, the detector-aware loss).")
     var oblivious = false
     @Option(help: "Feature squeezing: the squeezers, comma-separated (bit-depth-B, median-K). (default: bit-depth-3,median-2)") var squeezers: String?
-    @Option(help: "Feature squeezing, detector: the false-positive rate on clean images that sets the threshold. (default: 0.05)") var fpr: Double?
-    @Option(help: "Feature squeezing, detector: clean training images that set the threshold (and train the detector network). (default: 2000)") var calibrationImages: Int?
-    @Option(help: "Noise, smoothing: standard deviation of the Gaussian noise. (default: 0.1)") var noiseSigma: Float?
-    @Option(help: "Noise: draws averaged per prediction (and per gradient: EOT). (default: 8)") var noiseDraws: Int?
+    @Option(help: "Feature squeezing, detector: the false-positive rate on clean images that sets the threshold. (default: \(DefenseSpec.defaultFalsePositiveRate))") var fpr: Double?
+    @Option(help: "Feature squeezing, detector: clean training images that set the threshold (and train the detector network). (default: \(DefenseSpec.defaultCalibrationImages))") var calibrationImages: Int?
+    @Option(help: "Noise, smoothing: standard deviation of the Gaussian noise. (default: \(DefenseSpec.defaultNoiseSigma))") var noiseSigma: Float?
+    @Option(help: "Noise: draws averaged per prediction (and per gradient: EOT). (default: \(DefenseSpec.defaultNoiseDraws))") var noiseDraws: Int?
     @Option(help: "Smoothing: samples that estimate the top class's probability. (default: 1000)") var smoothingSamples: Int?
     @Option(help: "Smoothing: samples that choose the top class. (default: 100)") var smoothingSelection: Int?
     @Option(help: "Smoothing: 1 - confidence of the certificate. (default: 0.001)") var smoothingAlpha: Double?
     @Option(help: "Detector: a detector network (.safetensors, cnn with 2 classes); trained and saved there if missing.") var detectorModel: String?
     @Option(help: "Detector: epochs when training the detector network. (default: 2)") var detectorEpochs: Int?
-    @Option(help: "Detector: weight of the detector's loss in the detector-aware attack. (default: 1)") var detectorLambda: Float?
+    @Option(help: "Detector: weight of the detector's loss in the detector-aware attack. (default: \(DefenseSpec.defaultDetectorLambda))") var detectorLambda: Float?
 
     // The effective values: what was given, else the default.
     var squeezersValue: String { squeezers ?? "bit-depth-3,median-2" }
-    var fprValue: Double { fpr ?? 0.05 }
-    var calibrationImagesValue: Int { calibrationImages ?? 2000 }
-    var noiseSigmaValue: Float { noiseSigma ?? 0.1 }
-    var noiseDrawsValue: Int { noiseDraws ?? 8 }
+    var fprValue: Double { fpr ?? DefenseSpec.defaultFalsePositiveRate }
+    var calibrationImagesValue: Int { calibrationImages ?? DefenseSpec.defaultCalibrationImages }
+    var noiseSigmaValue: Float { noiseSigma ?? DefenseSpec.defaultNoiseSigma }
+    var noiseDrawsValue: Int { noiseDraws ?? DefenseSpec.defaultNoiseDraws }
     var smoothingSamplesValue: Int { smoothingSamples ?? 1000 }
     var smoothingSelectionValue: Int { smoothingSelection ?? 100 }
     var smoothingAlphaValue: Double { smoothingAlpha ?? 0.001 }
     var detectorEpochsValue: Int { detectorEpochs ?? 2 }
-    var detectorLambdaValue: Float { detectorLambda ?? 1 }
+    var detectorLambdaValue: Float { detectorLambda ?? DefenseSpec.defaultDetectorLambda }
 
     /// Which defenses take each option: an option given for another defense is an error, never ignored.
     private var givenOptions: [(flag: String, given: Bool, takenBy: [InferenceDefenseName])] {
@@ -106,8 +106,11 @@ struct DefenseOptions: ParsableArguments {
         if oblivious { return model }
         switch defense {
         case .none, .detector: return model
-        case .featureSqueezing: return SqueezedClassifier(model, squeezers: try parsedSqueezers())
-        case .noise, .smoothing: return NoisyClassifier(model, sigma: noiseSigmaValue, draws: noiseDrawsValue, seed: seed)
+        case .featureSqueezing:
+            return DefenseSpec.featureSqueezing(squeezers: try parsedSqueezers(), falsePositiveRate: fprValue,
+                                                calibrationImages: calibrationImagesValue).wrapping(model, seed: seed)
+        // Randomized smoothing's attack meets the noisy model (EOT), as the noise defense's does.
+        case .noise, .smoothing: return DefenseSpec.noise(sigma: noiseSigmaValue, draws: noiseDrawsValue).wrapping(model, seed: seed)
         }
     }
 

@@ -1,22 +1,35 @@
-import AdvKit
+@_spi(Support) import AdvKit
 import ArgumentParser
 import Foundation
 
 struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train or reuse the defended models, attack each, and write a robustness report (Markdown, HTML, JSON, PNG).")
+        abstract: "Attack a model and its defenses and write a robustness report (Markdown, HTML, JSON, PNG): AdvKit's built-in model trained here, or yours (--model mine.onnx), with hardened copies of yours written back in its format.")
 
+    @Option(help: "Your model: .onnx (any exported classifier), or .safetensors with --arch. Without it AdvKit trains its built-in architecture. Its trained defenses fine-tune it from its own weights and are written back to OUT/hardened/ in its format.")
+    var model: String?
+    @OptionGroup var network: ModelOptions
     @Option(help: "Dataset: fashion-mnist, mnist or cifar10 (cifar10 uses the ResNet).") var dataset: DatasetName = .fashionMNIST
     @Option(help: "Folder of the dataset's files (default for fashion-mnist: Debian's /usr/share/datasets/fashion-mnist).") var dataDir: String?
-    @Option(help: "Defenses, comma-separated (default all: \(EvaluationSettings.allDefenses.joined(separator: ","))).") var defenses: String?
-    @Option(help: "Attacks, comma-separated (default fgsm,pgd,deepfool,cw; --quick: fgsm,pgd,deepfool).") var attacks: String?
+    @Option(help: "Your own test images instead of --dataset's: an image folder (one subfolder per class), .npy, .npz or IDX (see `advkit attack --help`).") var images: String?
+    @Option(help: "Labels of --images: .npy, .npz or IDX (an image folder's class folders or an .npz's labels array serve).") var labels: String?
+    @Option(help: "Your own training images (same formats): the defenses train or fine-tune and calibrate on one half, the attacker's surrogates on the other. Without them (and with --images) only the undefended model and the noise defense, white-box, can run.") var trainImages: String?
+    @Option(help: "Labels of --train-images.") var trainLabels: String?
+    @Option(help: "A file of class names in the model's order, one per line.") var classes: String?
+    @Option(help: "The layout of 4-dimensional NumPy images: nchw or nhwc. (default: where the 1 or 3 channels are)") var dataLayout: ImageLayout?
+    @Option(help: "Resize every image of your files to HxW, e.g. 32x32.") var resize: String?
+    @Option(help: "Defenses, comma-separated: \(DefenseSpec.names.joined(separator: ",")). (default: \(DefenseSpec.defaultNames.joined(separator: ",")); with --model, those but brelu and gda+brelu, which change the architecture; with --images and no --train-images: none,noise)") var defenses: String?
+    @Option(help: "White-box attacks, comma-separated: \(AttackSpec.whiteBoxNames.joined(separator: ",")). (default: fgsm,pgd,deepfool,cw,autoattack; --quick: fgsm,pgd,deepfool,autoattack)") var attacks: String?
+    @Option(help: "Query-based black-box attacks, comma-separated: square, hsja, or none. (default: square,hsja)") var queryAttacks: String?
+    @Option(help: "Queries per image of each query-based attack. (default 5000; --quick 1000)") var queries: Int?
     @Option(help: "Epsilons of the curves, comma-separated, decimals or fractions (0,2/255,4/255,8/255); at least 2.") var eps: String?
     @Option(help: "The L-inf epsilon of the tables, e.g. 0.1 or 8/255. (default: 0.1)", transform: PixelAmount.argument) var tableEps: PixelAmount = PixelAmount(0.1)
     @Option(help: "Test images attacked (default 500; --quick 200).") var limit: Int?
-    @Option(help: "Training images per model (default 20000; --quick 6000).") var trainImages: Int?
-    @Option(help: "Training epochs per model (default 2; --quick 1).") var epochs: Int?
+    @Option(help: "Training images per model (default 20000; --quick 6000).") var trainLimit: Int?
+    @Option(help: "Training (or fine-tuning) epochs per model (default 2; --quick 1).") var epochs: Int?
+    @Option(help: "Learning rate (Adam) of training. (default: 1e-3 for the built-in model, 1e-4 when fine-tuning yours)") var lr: Float?
     @Option(help: "PGD steps (default 20; --quick 10).") var pgdSteps: Int?
-    @Option(help: "Threat model: white, black or both.") var threat = "both"
+    @Option(help: "Threat model: white, black or both. (default: both; with --images and no --train-images: white)") var threat: String?
     @Option(help: "Seed of everything random.") var seed: UInt64 = 0
     @OptionGroup var threads: ThreadOptions
     @Option(help: "Output folder.") var out = "advkit-report"
@@ -37,19 +50,55 @@ struct Evaluate: ParsableCommand {
         return (i, n)
     }
 
+    static func names(_ list: String) -> [String] {
+        list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// Test images only: the user's files with no training files.
+    var testOnly: Bool { images != nil && trainImages == nil }
+
     func settings() throws -> EvaluationSettings {
         var s = quick ? EvaluationSettings.quickSettings() : EvaluationSettings()
-        s.dataset = dataset.rawValue
+        s.dataset = images == nil ? dataset.rawValue : "files"
         s.seed = seed
-        s.threat = threat
+        s.threat = threat ?? (testOnly ? "white" : "both")
         s.epsilon = tableEps.value
-        if let defenses { s.defenses = defenses.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-        if let attacks { s.attacks = attacks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        var defenseNames = defenses.map(Evaluate.names) ?? DefenseSpec.defaultNames
+        if defenses == nil, model != nil { defenseNames = defenseNames.filter { !["brelu", "gda+brelu"].contains($0) } }
+        if defenses == nil, testOnly { defenseNames = ["none", "noise"] }
+        s.defenses = try defenseNames.map { try DefenseSpec.named($0, epsilon: s.epsilon, quick: quick) }
+        if let attacks {
+            s.attacks = try Evaluate.names(attacks).map { name in
+                let a = try AttackSpec.named(name, quick: quick)
+                if a.isQueryBased { throw AdvKitError.invalidArgument("\(name) is query-based: give it to --query-attacks") }
+                return a
+            }
+        }
+        if let queryAttacks {
+            s.queryAttacks = queryAttacks == "none" ? [] : try Evaluate.names(queryAttacks).map { name in
+                let a = try AttackSpec.named(name, quick: quick)
+                if !a.isQueryBased { throw AdvKitError.invalidArgument("\(name) is a white-box attack: give it to --attacks") }
+                return a
+            }
+        }
+        if let queries {
+            s.queryAttacks = s.queryAttacks.map { a in
+                switch a {
+                case .square: return .square(queries: queries)
+                case .hopSkipJump: return .hopSkipJump(queries: queries)
+                default: return a
+                }
+            }
+        }
         if let eps { s.epsilons = try PixelAmount.parseList(eps, option: "--eps") }
         if let limit { s.limit = limit }
-        if let trainImages { s.trainImages = trainImages }
+        if let trainLimit { s.trainImages = trainLimit }
         if let epochs { s.epochs = epochs }
         if let pgdSteps { s.pgdSteps = pgdSteps }
+        s.learningRate = lr
+        if model != nil, let d = s.defenses.first(where: \.changesArchitecture) {
+            throw AdvKitError.invalidArgument("--defenses \(d.name) changes the architecture, which your model fixes: leave it out")
+        }
         try s.validate()
         return s
     }
@@ -57,6 +106,79 @@ struct Evaluate: ParsableCommand {
     func validate() throws {
         do { _ = try settings() } catch let e as AdvKitError { throw ValidationError(e.description) }
         _ = try parsedShard()
+        if queries != nil, queryAttacks == "none" { throw ValidationError("--queries does not apply with --query-attacks none") }
+        let ownData: [(String, Bool)] = [("--labels", labels != nil), ("--classes", classes != nil), ("--data-layout", dataLayout != nil),
+                                         ("--resize", resize != nil), ("--train-images", trainImages != nil)]
+        if images == nil, let flag = ownData.first(where: \.1)?.0 { throw ValidationError("\(flag) applies to --images (your own files)") }
+        if trainLabels != nil, trainImages == nil { throw ValidationError("--train-labels applies to --train-images") }
+        if images != nil, dataDir != nil { throw ValidationError("--data-dir applies to --dataset, not to --images") }
+        if model == nil {
+            if network.arch != nil || network.activation != .relu || network.onnxOptionsGiven {
+                throw ValidationError("--arch, --activation and the ONNX input options apply to --model (your model)")
+            }
+        }
+    }
+
+    /// The user's model, sized (safetensors) by the images.
+    func userModel(sizedBy images: Shape, classes: Int) throws -> UserModel? {
+        guard let path = model else { return nil }
+        if ModelOptions.isONNX(path) {
+            if network.arch != nil { throw AdvKitError.invalidArgument("--arch does not apply to an .onnx model: its graph is the architecture") }
+            if network.activation != .relu { throw AdvKitError.invalidArgument("--activation does not apply to an .onnx model") }
+            return try UserModel.onnx(path, options: try network.inputOptions())
+        }
+        if network.onnxOptionsGiven {
+            throw AdvKitError.invalidArgument("--input-scale, --mean, --std and --layout apply to .onnx models; \(path) is safetensors")
+        }
+        return try UserModel.safetensors(path, architecture: network.archValue, activation: network.activationValue,
+                                         inputShape: images, classes: classes)
+    }
+
+    /// The test and training sets: --dataset's, or the user's files laid out for the model's input.
+    func loadData() throws -> (train: Dataset?, test: Dataset, user: UserModel?) {
+        let defaultNames: [String] = {
+            switch dataset {
+            case .fashionMNIST: return Dataset.fashionMNISTClasses
+            case .mnist: return Dataset.mnistClasses
+            case .cifar10: return Dataset.cifar10Classes
+            }
+        }()
+        guard let images else {
+            let train = try loadDataset(dataset, dataDir: dataDir, split: .train)
+            let test = try loadDataset(dataset, dataDir: dataDir, split: .test)
+            return (train, test, try userModel(sizedBy: test.imageShape, classes: test.classCount))
+        }
+        // The model's input shape lays the files out (channels, layout, size) when it is ONNX.
+        var shape: Shape?
+        if let model, ModelOptions.isONNX(model) { shape = try ONNXClassifier(contentsOf: model, options: try network.inputOptions()).inputShape }
+        var names: [String]?
+        if let classes {
+            let text = String(decoding: try FileIO.read(classes, limit: 1 << 24), as: UTF8.self)
+            names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        func options() throws -> ImageLoadOptions {
+            var size: (height: Int, width: Int)?
+            if let resize {
+                let p = resize.lowercased().split(separator: "x").map { Int($0) }
+                guard p.count == 2, let h = p[0], let w = p[1], h >= 1, w >= 1 else { throw AdvKitError.invalidArgument("--resize wants HxW, got '\(resize)'") }
+                size = (h, w)
+            }
+            return ImageLoadOptions(layout: dataLayout, imageShape: shape, resize: size, classNames: names)
+        }
+        let test = try Dataset.load(images: images, labels: labels, options: try options()).dataset(defaultClassNames: defaultNames)
+        var train: Dataset?
+        if let trainImages {
+            train = try Dataset.load(images: trainImages, labels: trainLabels, options: try options()).dataset(defaultClassNames: test.classNames)
+        }
+        let user = try userModel(sizedBy: test.imageShape, classes: test.classCount)
+        if let user {
+            let m = try user.load()
+            try m.checkImages(test.images.batch(0..<min(1, test.count)))
+            if m.classCount != test.classCount {
+                throw AdvKitError.invalidData("the model has \(m.classCount) classes, the data \(test.classCount)")
+            }
+        }
+        return (train, test, user)
     }
 
     func run() throws {
@@ -64,9 +186,8 @@ struct Evaluate: ParsableCommand {
             try OutputPath.checkDirectory(out, option: "--out")
             threads.apply()
             let s = try settings()
-            let train = try loadDataset(dataset, dataDir: dataDir, split: .train)
-            let test = try loadDataset(dataset, dataDir: dataDir, split: .test)
-            let evaluator = try Evaluator(settings: s, train: train, test: test, outputDirectory: out)
+            let (train, test, user) = try loadData()
+            let evaluator = try Evaluator(settings: s, train: train, test: test, outputDirectory: out, userModel: user)
             evaluator.progressStyle = quiet ? .silent : .automatic
             evaluator.shard = try parsedShard()
             evaluator.resume = !fresh
@@ -77,11 +198,15 @@ struct Evaluate: ParsableCommand {
                 print(String(decoding: try Data(contentsOf: URL(fileURLWithPath: out + "/results.json")), as: UTF8.self))
             } else {
                 print("wrote \(out)/: " + files.joined(separator: ", "))
+                let main = results.settings.attacks.contains { $0.name == "autoattack" } ? "autoattack" : "pgd"
                 for d in results.models.map(\.name) {
-                    let pgd = results.whiteBox.first { $0.defense == d && $0.attack == "pgd" }?.robustAccuracy
+                    let cell = results.whiteBox.first { $0.defense == d && $0.attack == main }?.robustAccuracy
                     let name = d.padding(toLength: max(18, d.count), withPad: " ", startingAt: 0)
-                    print(String(format: "  %@ clean %5.1f%%  PGD %@  worst case %@", name, (results.cleanAccuracy[d] ?? 0) * 100,
-                                 pgd.map { String(format: "%5.1f%%", $0 * 100) } ?? "  -  ", results.worstCase[d].map { String(format: "%5.1f%%", $0 * 100) } ?? "  -  "))
+                    var line = String(format: "  %@ clean %5.1f%%  %@ %@  worst case %@", name, (results.cleanAccuracy[d] ?? 0) * 100,
+                                      main == "pgd" ? "PGD" : "AutoAttack", cell.map { String(format: "%5.1f%%", $0 * 100) } ?? "  -  ",
+                                      results.worstCase[d].map { String(format: "%5.1f%%", $0 * 100) } ?? "  -  ")
+                    if let h = results.models.first(where: { $0.name == d })?.hardenedFile { line += "  -> \(out)/\(h)" }
+                    print(line)
                 }
                 let warnings = results.sanity.filter { !$0.passed }
                 if !warnings.isEmpty { print("\(warnings.count) sanity check(s) warn about gradient masking: see report.md") }

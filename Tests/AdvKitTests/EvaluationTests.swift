@@ -5,8 +5,9 @@ import XCTest
 final class EvaluationTests: XCTestCase {
     private func tinySettings() -> EvaluationSettings {
         var s = EvaluationSettings.quickSettings()
-        s.defenses = ["none", "fgsm-at", "feature-squeezing", "noise", "detector"]
-        s.attacks = ["fgsm", "pgd", "deepfool"]
+        s.defenses = EvaluationSettings.specs(["none", "fgsm-at", "feature-squeezing", "noise", "detector"], epsilon: s.epsilon, quick: true)
+        s.attacks = [.fgsm, .pgd, .deepfool(steps: 50)]
+        s.queryAttacks = []
         s.limit = 24
         s.trainImages = 200
         s.epochs = 1
@@ -58,7 +59,7 @@ final class EvaluationTests: XCTestCase {
         for heading in ["White-box", "Black-box", "Perturbation needed", "Robust accuracy against epsilon", "Sanity checks", "Gallery"] {
             XCTAssertTrue(md.contains(heading), "report.md has \(heading)")
         }
-        XCTAssertEqual(Set(r.worstCase.keys), Set(tinySettings().defenses))
+        XCTAssertEqual(Set(r.worstCase.keys), Set(tinySettings().defenses.map(\.name)))
         for (d, w) in r.worstCase {
             let pgd = r.whiteBox.first { $0.defense == d && $0.attack == "pgd" }!.robustAccuracy
             XCTAssertLessThanOrEqual(w, pgd, "\(d): the worst case is no better than any single attack")
@@ -122,6 +123,99 @@ final class EvaluationTests: XCTestCase {
         XCTAssertEqual(again, reference)
     }
 
+    /// A run stopped inside the noise defense's cells resumes to the uninterrupted run's results: the noisy
+    /// classifier's draws are keyed by the unit they are for, not by how many forward passes came before (which a
+    /// resumed run, skipping the finished units, would not repeat).
+    func testAKillInsideTheNoiseDefenseResumesToTheUninterruptedResults() throws {
+        struct Interrupted: Error {}
+        let (reference, _) = try run(temporaryDirectory("whole"))
+        let dir = temporaryDirectory("killed-in-noise")
+        var finished: [String] = []
+        XCTAssertThrowsError(try run(dir, afterEachUnit: { unit in
+            finished.append(unit)
+            if unit == "white noise pgd" { throw Interrupted() }
+        })) { XCTAssertTrue($0 is Interrupted) }
+        XCTAssertTrue(finished.contains("white noise fgsm") && !finished.contains("curve noise pgd"), "stopped inside the noise defense: \(finished)")
+        let (resumed, _) = try run(dir)
+        XCTAssertEqual(resumed, reference, "the resumed noise cells draw what the uninterrupted run drew")
+        let noisy = try XCTUnwrap(resumed.whiteBox.first { $0.defense == "noise" && $0.attack == "pgd" })
+        XCTAssertEqual(noisy.form, "adaptive: EOT (8 draws)")
+    }
+
+    /// `Evaluator` on a user's ONNX model: the undefended model is theirs as it is, the trained defenses fine-tune it
+    /// and are written back as ONNX that reads back to the same logits, results.json and the report say what was
+    /// evaluated, AutoAttack enters the white-box table and Square/HopSkipJump the black-box one.
+    func testAUsersONNXModelIsEvaluatedAndHardenedBackToONNX() throws {
+        let path = RepositoryPaths.root + "/Tests/Fixtures/onnx/cnn_dynamo.onnx"
+        var s = tinySettings()
+        s.defenses = [.none, .fgsmAT(epsilon: 0.1, ratio: 0.5), .noise(sigma: 0.1, draws: 2)]
+        s.attacks = [.fgsm, .pgd, .autoattack(steps: 3, squareQueries: 20)]
+        s.queryAttacks = [.square(queries: 20), .hopSkipJump(queries: 30)]
+        s.limit = 16
+        s.trainImages = 64
+        let train = squaresDataset(count: 160, classes: 10, size: 28, seed: 7), test = squaresDataset(count: 16, classes: 10, size: 28, seed: 8)
+        let dir = temporaryDirectory("user-onnx")
+        let user = try UserModel.onnx(path)
+        let e = try Evaluator(settings: s, train: train, test: test, outputDirectory: dir, userModel: user)
+        e.progressStyle = .silent
+        let r = try e.run()
+        _ = try ReportWriter.write(r, evaluator: e, classNames: test.classNames)
+
+        let model = try XCTUnwrap(r.settings.model)
+        XCTAssertEqual(model.format, "onnx")
+        XCTAssertEqual(model.sha256, try SHA256.hex(ofFile: path))
+        XCTAssertEqual(model.inputShape, [1, 28, 28])
+        XCTAssertNotNil(model.opsets?[""])
+        XCTAssertTrue(model.operators?.contains("Conv") == true)
+        let none = try XCTUnwrap(r.models.first { $0.name == "none" })
+        XCTAssertEqual(none.file, path, "the undefended model is the user's file")
+        XCTAssertNil(none.hardenedFile)
+        XCTAssertEqual(r.cleanAccuracy["none"]!, try ONNXClassifier(contentsOf: path).accuracy(test.images, labels: test.labels), accuracy: 1e-12)
+
+        // The fine-tuned model, written back as ONNX, computes what the evaluated (cached) one computes.
+        let at = try XCTUnwrap(r.models.first { $0.name == "fgsm-at" })
+        let hardened = try XCTUnwrap(at.hardenedFile)
+        XCTAssertEqual(hardened, "hardened/fgsm-at.onnx")
+        XCTAssertEqual(try SHA256.hex(ofFile: dir + "/" + hardened), at.hardenedSHA256)
+        let cached = try ONNXClassifier(contentsOf: path)
+        try cached.load(from: dir + "/" + at.file)
+        let written = try ONNXClassifier(contentsOf: dir + "/" + hardened)
+        let a = cached.logits(of: test.images), b = written.logits(of: test.images)
+        // float32 logits of the same weights; the write-back only moves folded batch norms and transposes (none here).
+        XCTAssertLessThan(zip(a.scalars, b.scalars).map { abs($0 - $1) }.max()!, 1e-4)
+        XCTAssertEqual(written.accuracy(test.images, labels: test.labels), at.cleanAccuracy, accuracy: 1e-12)
+        XCTAssertNotEqual(a.scalars, try ONNXClassifier(contentsOf: path).logits(of: test.images).scalars, "fine-tuning changed the model")
+
+        // AutoAttack in the white-box table, with its components' counts; Square and HopSkipJump in the black-box one.
+        let aa = try XCTUnwrap(r.whiteBox.first { $0.defense == "none" && $0.attack == "autoattack" })
+        XCTAssertEqual(aa.brokenBy.map { Set($0.keys) }, ["apgd-ce", "apgd-t", "fab-t", "square"])
+        for d in ["none", "fgsm-at", "noise"] {
+            let worst = try XCTUnwrap(r.worstCase[d])
+            for c in r.whiteBox + r.blackBox where c.defense == d && c.attack != "deepfool" {
+                XCTAssertLessThanOrEqual(worst, c.robustAccuracy, "\(d): the worst case is no better than \(c.attack) (\(c.form))")
+            }
+            for q in ["square", "hsja"] {
+                let cell = try XCTUnwrap(r.blackBox.first { $0.defense == d && $0.attack == q }, "\(d) / \(q)")
+                XCTAssertTrue(cell.form.hasPrefix("query-based"), cell.form)
+            }
+        }
+        let md = try String(contentsOfFile: dir + "/report.md", encoding: .utf8)
+        XCTAssertTrue(md.contains("**Model evaluated:** `\(path)` (onnx"), String(md.prefix(400)))
+        XCTAssertTrue(md.contains("**Headline:** clean accuracy"), String(md.prefix(600)))
+        XCTAssertTrue(md.contains("AutoAttack (standard) robust accuracy at L∞ ε = 0.1"))
+        XCTAssertTrue(md.contains("fgsm-at → `hardened/fgsm-at.onnx`"))
+
+        // An architecture-changing defense is refused for a user's model; no training images: only none and noise.
+        s.defenses = [.none, .boundedReLU(bound: 1)]
+        XCTAssertThrowsError(try Evaluator(settings: s, train: train, test: test, outputDirectory: dir, userModel: user)) {
+            XCTAssertTrue("\($0)".contains("'brelu' changes the architecture"), "\($0)")
+        }
+        s.defenses = [.none, .fgsmAT(epsilon: 0.1, ratio: 0.5)]
+        XCTAssertThrowsError(try Evaluator(settings: s, train: nil, test: test, outputDirectory: dir, userModel: user)) {
+            XCTAssertTrue("\($0)".contains("training images are needed for the fgsm-at defense"), "\($0)")
+        }
+    }
+
     /// Issue "Honest numbers", items 1-3: each cell and curve says the form it ran, the detector's sanity checks
     /// compare its own attack with itself and report its own loss, models name their cached files, and galleries
     /// show successful attacks first.
@@ -138,7 +232,7 @@ final class EvaluationTests: XCTestCase {
         }
         XCTAssertEqual(try cell("detector", "pgd").form, "adaptive: detector-aware PGD")
         XCTAssertTrue(try cell("detector", "pgd").adaptive)
-        XCTAssertEqual(try cell("noise", "fgsm").form, "adaptive: EOT (4 draws)")
+        XCTAssertEqual(try cell("noise", "fgsm").form, "adaptive: EOT (8 draws)")
         XCTAssertTrue(try cell("none", "pgd").adaptive)
         XCTAssertFalse(try cell("feature-squeezing", "pgd").adaptive, "BPDA leaves the squeezing detector out of the loss")
         XCTAssertTrue(r.blackBox.allSatisfy { !$0.adaptive && $0.form.hasPrefix("transfer from") })
@@ -206,7 +300,7 @@ final class EvaluationTests: XCTestCase {
         XCTAssertEqual(gallery.indices, Array((fooled + failed + wrong).prefix(6)))
         XCTAssertEqual(gallery.fooled, min(6, fooled.count))
         XCTAssertEqual(gallery.fooled + gallery.failed + gallery.alreadyWrong, gallery.indices.count)
-        XCTAssertEqual(r.galleries.map(\.attack), tinySettings().attacks)
+        XCTAssertEqual(r.galleries.map(\.attack), tinySettings().attacks.map(\.name))
         XCTAssertTrue(md.contains("of the 6 images shown, \(gallery.fooled) fooled the model, \(gallery.failed)"), "the caption counts them")
     }
 
@@ -262,8 +356,19 @@ final class EvaluationTests: XCTestCase {
 
     func testBadSettingsAreRejected() {
         var s = tinySettings()
-        s.defenses = ["tinfoil"]
-        XCTAssertThrowsError(try s.validate()) { XCTAssertTrue("\($0)".contains("unknown defense 'tinfoil'")) }
+        XCTAssertThrowsError(try DefenseSpec.named("tinfoil", epsilon: 0.1)) { XCTAssertTrue("\($0)".contains("unknown defense 'tinfoil'")) }
+        s.defenses = [.noise(sigma: 0.1, draws: 0)]
+        XCTAssertThrowsError(try s.validate()) { XCTAssertTrue("\($0)".contains("noise: draws must be >= 1, got 0"), "\($0)") }
+        s = tinySettings()
+        s.defenses = [.none, .none]
+        XCTAssertThrowsError(try s.validate()) { XCTAssertTrue("\($0)".contains("the defense 'none' is listed twice"), "\($0)") }
+        s = tinySettings()
+        s.attacks = [.square(queries: 10)]
+        XCTAssertThrowsError(try s.validate()) { XCTAssertTrue("\($0)".contains("square is a query-based attack"), "\($0)") }
+        s = tinySettings()
+        s.model = EvaluatedModel(file: "m.onnx", sha256: "00", format: "onnx", inputShape: [1, 28, 28])
+        s.defenses = [.none, .boundedReLU(bound: 1)]
+        XCTAssertThrowsError(try s.validate()) { XCTAssertTrue("\($0)".contains("'brelu' changes the architecture"), "\($0)") }
         s = tinySettings()
         s.epsilons = [0.1]
         XCTAssertThrowsError(try s.validate()) { XCTAssertTrue("\($0)".contains("at least 2 epsilons")) }
@@ -275,8 +380,8 @@ final class EvaluationTests: XCTestCase {
     /// `advkit evaluate` on files a user supplies: MNIST's IDX layout and CIFAR-10's binary batches, generated here.
     func testEvaluateReadsMNISTAndCIFAR10FilesAndUsesTheResNetForCIFAR() throws {
         var s = tinySettings()
-        s.defenses = ["none", "feature-squeezing"]
-        s.attacks = ["fgsm", "pgd"]
+        s.defenses = [.none, try DefenseSpec.named("feature-squeezing", epsilon: s.epsilon)]
+        s.attacks = [.fgsm, .pgd]
         s.limit = 8
         s.trainImages = 40
         s.epsilons = [0, 0.1]

@@ -93,7 +93,7 @@ final class CommandLineTests: XCTestCase {
     /// uninterrupted run writes.
     func testKillMidEvaluationThenResume() throws {
         let args = ["evaluate"] + data + ["--data-dir", dir, "--defenses", "none,fgsm-at", "--attacks", "fgsm,pgd",
-                                          "--limit", "32", "--train-images", "256", "--epochs", "1", "--pgd-steps", "5",
+                                          "--limit", "32", "--train-limit", "256", "--epochs", "1", "--pgd-steps", "5", "--query-attacks", "none",
                                           "--eps", "0,0.1,0.2,0.3", "--quiet"]
         let (code, _, err) = try advkit(args + ["--out", dir + "/whole"])
         XCTAssertEqual(code, 0, err)

@@ -1,7 +1,7 @@
 import Foundation
 
 /// An input transform of feature squeezing (Xu, Evans & Qi 2018).
-public enum Squeezer: Equatable, Sendable, CustomStringConvertible {
+public enum Squeezer: Codable, Hashable, Sendable, CustomStringConvertible {
     /// Reduce each pixel in [0, 1] to `bits` bits: round(x·(2^b − 1)) / (2^b − 1).
     case bitDepth(Int)
     /// Median over a k×k window per channel (k = 2 or 3), reflecting at the borders; for even k the window

@@ -21,6 +21,14 @@ public final class NoisyClassifier: Classifier {
         self.seed = seed
     }
 
+    /// Keys the next draws by `stream` instead of by the forward passes made so far: after `restart(stream: k)` the
+    /// classifier draws what any other instance with the same seed draws after the same restart, whatever either
+    /// computed before (an evaluation keys each unit's draws by its name, so a resumed run draws what an
+    /// uninterrupted one draws).
+    public func restart(stream: UInt64) {
+        calls = stream
+    }
+
     public func callAsFunction(_ x: Variable) -> Variable {
         let tape = x.tape
         var sum: Variable?

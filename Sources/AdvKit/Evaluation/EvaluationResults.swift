@@ -15,6 +15,9 @@ public struct EvaluationResults: Codable, Equatable {
         public var detectorFile: String?
         public var detectorSHA256: String?
         public var cleanAccuracy: Double
+        /// A fine-tuned copy of the user's model in their format (hardened/<defense>.onnx), and its SHA-256.
+        public var hardenedFile: String?
+        public var hardenedSHA256: String?
     }
     public struct Cell: Codable, Equatable {
         public var defense: String
@@ -29,6 +32,10 @@ public struct EvaluationResults: Codable, Equatable {
         public var robustAccuracy: Double
         public var medianL2: Double?
         public var medianLinf: Double?
+        /// AutoAttack: how many images each component broke (those every earlier one left standing).
+        public var brokenBy: [String: Int]?
+        /// Query-based attacks: the median queries of the images they broke.
+        public var medianQueries: Double?
     }
     public struct Curve: Codable, Equatable {
         public var defense: String
@@ -117,8 +124,8 @@ extension EvaluationResults {
     /// its shards compare equal.
     func canonical() -> EvaluationResults {
         var r = self
-        let di = Dictionary(uniqueKeysWithValues: settings.defenses.enumerated().map { ($0.element, $0.offset) })
-        let ai = Dictionary(uniqueKeysWithValues: settings.attacks.enumerated().map { ($0.element, $0.offset) })
+        let di = Dictionary(uniqueKeysWithValues: settings.defenses.enumerated().map { ($0.element.name, $0.offset) })
+        let ai = Dictionary(uniqueKeysWithValues: (settings.attacks + settings.queryAttacks).enumerated().map { ($0.element.name, $0.offset) })
         func cellOrder(_ a: Cell, _ b: Cell) -> Bool {
             (di[a.defense] ?? 0, ai[a.attack] ?? 0, a.form) < (di[b.defense] ?? 0, ai[b.attack] ?? 0, b.form)
         }
@@ -156,7 +163,7 @@ extension EvaluationResults {
             r.sanity += p.sanity
             r.galleries += p.galleries
         }
-        let missing = first.settings.defenses.filter { !seen.contains($0) }
+        let missing = first.settings.defenses.map(\.name).filter { !seen.contains($0) }
         guard missing.isEmpty else { throw AdvKitError.invalidData("no shard covered \(missing.joined(separator: ", ")): merge every shard") }
         return r.canonical()
     }

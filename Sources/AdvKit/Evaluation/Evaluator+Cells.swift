@@ -1,8 +1,8 @@
 import Foundation
 
-// One white-box cell and what the report needs of it.
+// The cells of the tables: one attack against one defense, and what the report needs of it.
 extension Evaluator {
-    /// One white-box cell, with what the report needs of it besides the table.
+    /// One cell, with what the report needs of it besides the table.
     struct WhiteBoxUnit: Codable {
         var cell: EvaluationResults.Cell
         var flags: [Bool]
@@ -10,18 +10,44 @@ extension Evaluator {
         var gallery: Gallery?
     }
 
+    /// The white-box attack `a` against `d` at radius `eps`, in the form `form(_:against:)` names (PGD with `steps`,
+    /// default the settings').
+    func attack(_ a: AttackSpec, eps: Float, against d: Defended, steps: Int? = nil) -> Attack {
+        switch a {
+        case .fgsm: return FGSM(epsilon: eps)
+        case .pgd:
+            let p = pgd(eps, steps: steps)
+            if let det = d.detector {
+                return DetectorAwarePGD(detector: det, epsilon: eps, alpha: p.alpha, steps: p.steps, lambda: d.lambda)
+            }
+            return p
+        case let .deepfool(s): return DeepFool(steps: s)
+        case let .cw(b, s): return CarliniWagnerL2(binarySearchSteps: b, steps: s)
+        case let .autoattack(s, q): return AutoAttack.standard(epsilon: eps, steps: s, squareQueries: q)
+        case let .square(q): return SquareAttack(epsilon: eps, queries: q)
+        case let .hopSkipJump(q): return HopSkipJump(norm: .linf, queries: q)
+        }
+    }
 
-    func whiteBoxCell(_ a: String, against d: Defended) throws -> WhiteBoxUnit {
-        let r = try attack(a, eps: settings.epsilon, against: d).run(d.classifier, images: test.images, labels: test.labels,
-                                                                     seed: settings.seed)
+    func whiteBoxCell(_ a: AttackSpec, against d: Defended) throws -> WhiteBoxUnit {
+        let made = attack(a, eps: settings.epsilon, against: d)
+        var brokenBy: [String: Int]?
+        let r: AttackResult
+        if let aa = made as? AutoAttack {
+            let report = try aa.runWithReport(d.classifier, images: test.images, labels: test.labels, seed: settings.seed)
+            r = report.result
+            brokenBy = Dictionary(uniqueKeysWithValues: zip(report.componentNames, report.brokenCounts))
+        } else {
+            r = try made.run(d.classifier, images: test.images, labels: test.labels, seed: settings.seed)
+        }
         let flags = robust(d, adversarial: r.adversarial)
         let f = form(a, against: d)
-        var unit = WhiteBoxUnit(cell: .init(defense: d.name, attack: a, form: f.form, adaptive: f.adaptive, robustAccuracy: share(flags),
-                                            medianL2: r.medianL2, medianLinf: r.medianLinf), flags: flags)
-        if a == "deepfool" {
-            unit.deepfoolLinf = try DeepFool(steps: 50, norm: .linf).run(d.classifier, images: test.images, labels: test.labels).medianLinf
+        var unit = WhiteBoxUnit(cell: .init(defense: d.name, attack: a.name, form: f.form, adaptive: f.adaptive, robustAccuracy: share(flags),
+                                            medianL2: r.medianL2, medianLinf: r.medianLinf, brokenBy: brokenBy), flags: flags)
+        if case let .deepfool(steps) = a {
+            unit.deepfoolLinf = try DeepFool(steps: steps, norm: .linf).run(d.classifier, images: test.images, labels: test.labels).medianLinf
         }
-        if d.name == "none" {
+        if d.spec == .none {
             let (shown, kinds) = Gallery.pick(r.outcomes)
             unit.gallery = Gallery(indices: shown, outcomes: kinds, clean: test.images.gather(shown).record,
                                    adversarial: r.adversarial.gather(shown).record, labels: shown.map { test.labels[$0] },
@@ -32,10 +58,41 @@ extension Evaluator {
         return unit
     }
 
+    /// A query-based black-box cell: Square (scores) or HopSkipJump (labels) against what the defense answers — the
+    /// squeezed or noisy model's outputs, never a gradient. Robust: still right, flagged by the defense's detector
+    /// (which the query attacks do not see, hence not adaptive there), or (HopSkipJump, which has no ball) the
+    /// adversarial image it found lies outside the table's L∞ ε.
+    func queryCell(_ a: AttackSpec, against d: Defended) throws -> WhiteBoxUnit {
+        guard let made = attack(a, eps: settings.epsilon, against: d) as? QueryAttack else {
+            throw AdvKitError.invalidArgument("\(a.name) is not a query-based attack")
+        }
+        let q = try made.runCountingQueries(d.classifier, images: test.images, labels: test.labels, seed: settings.seed)
+        var flags = robust(d, adversarial: q.result.adversarial)
+        let eps = settings.epsilon * (1 + 1e-5)
+        for (i, o) in q.result.outcomes.enumerated() where o.linf > eps { flags[i] = true }
+        let kind: String
+        if case .square = a { kind = "scores" } else { kind = "labels" }
+        let seen = d.detector == nil && d.squeezing == nil
+        let form = "query-based: \(kind), \(made.queryBudget) queries" + (seen ? "" : " (the detector not seen)")
+        let cell = EvaluationResults.Cell(defense: d.name, attack: a.name, form: form, adaptive: seen, robustAccuracy: share(flags),
+                                          medianL2: q.result.medianL2, medianLinf: q.result.medianLinf,
+                                          medianQueries: q.medianQueriesOfSuccesses)
+        return WhiteBoxUnit(cell: cell, flags: flags)
+    }
+
     /// Per image: the defense's classifier is right on the clean image.
     func robustClean(_ d: Defended) -> [Bool] {
         let pred = d.classifier.logits(of: test.images).argmaxRows()
         return (0..<test.count).map { pred[$0] == Int(test.labels[$0]) }
     }
 
+    /// Per image: robust under this defense (right, or flagged by its detector).
+    func robust(_ d: Defended, adversarial: Tensor) -> [Bool] {
+        let pred = d.classifier.logits(of: adversarial).argmaxRows()
+        let flagged = d.detector?.detect(adversarial) ?? d.squeezing?.detect(adversarial)
+            ?? [Bool](repeating: false, count: pred.count)
+        return (0..<pred.count).map { pred[$0] == Int(test.labels[$0]) || flagged[$0] }
+    }
+
+    func share(_ flags: [Bool]) -> Double { Double(flags.filter { $0 }.count) / Double(max(flags.count, 1)) }
 }

@@ -12,12 +12,12 @@ extension Evaluator {
                                 detail: String(format: "PGD (%@) at eps %g leaves %.1f%%", curve.form, curve.epsilons.last!, last * 100)))
         }
         for curve in results.curves where curve.defense == d.name { checks.append(curve.riseCheck()) }
-        if settings.attacks.contains("pgd") {
-            let form = self.form("pgd", against: d).form
+        if settings.attacks.contains(.pgd) {
+            let form = self.form(.pgd, against: d).form
             let steps = settings.pgdSteps
-            let few = try attack("pgd", eps: settings.epsilon, against: d, steps: steps)
+            let few = try attack(.pgd, eps: settings.epsilon, against: d, steps: steps)
                 .generate(d.classifier, images: test.images, labels: test.labels, seed: settings.seed)
-            let many = try attack("pgd", eps: settings.epsilon, against: d, steps: 2 * steps)
+            let many = try attack(.pgd, eps: settings.epsilon, against: d, steps: 2 * steps)
                 .generate(d.classifier, images: test.images, labels: test.labels, seed: settings.seed)
             let a1 = share(robust(d, adversarial: few)), a2 = share(robust(d, adversarial: many))
             checks.append(.init(defense: d.name, check: "more PGD steps do not raise accuracy", passed: a2 <= a1 + 0.01,
@@ -37,14 +37,14 @@ extension Evaluator {
         var loss = Double(tape.crossEntropy(d.classifier(v), labels: test.labels).mean().value.scalar)
         if let det = d.detector {
             let clean = [Int32](repeating: 0, count: test.count)
-            loss -= Double(Evaluator.detectorLambda) * Double(tape.crossEntropy(det.network(v), labels: clean).mean().value.scalar)
+            loss -= Double(d.lambda) * Double(tape.crossEntropy(det.network(v), labels: clean).mean().value.scalar)
         }
         return loss
     }
 
     func attackLossName(_ d: Defended) -> String {
         let model = d.classifier is SqueezedClassifier ? "the squeezed model" : d.classifier is NoisyClassifier ? "the noisy model" : "the model"
-        if d.detector != nil { return "CE(\(model)) - " + String(format: "%g", Evaluator.detectorLambda) + "·CE(detector, clean)" }
+        if d.detector != nil { return "CE(\(model)) - " + String(format: "%g", d.lambda) + "·CE(detector, clean)" }
         return "cross-entropy of \(model)"
     }
 

@@ -14,7 +14,7 @@ public enum ReportWriter {
             try PNG.write(img, to: dir + "/" + file)
             pictures.append((file, title, caption))
         }
-        for attack in r.settings.attacks {
+        for attack in r.settings.attacks.map(\.name) {
             guard let g = evaluator.gallery(attack), let record = r.galleries.first(where: { $0.attack == attack }) else { continue }
             let rows = g.rows.enumerated().map { i, row in
                 "row \(i + 1) (\(row.outcome)): \(classNames[row.label]) → predicted \(classNames[row.clean]), after the attack \(classNames[row.adv]) (\(String(format: "%.1f%%", row.conf * 100)))"
@@ -96,7 +96,7 @@ public enum ReportWriter {
         let merged = try EvaluationResults.merge(parts.map(\.results))
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         var pictures: [Picture] = []
-        let known: [(String, String, String)] = merged.settings.attacks.map { a in
+        let known: [(String, String, String)] = merged.settings.attacks.map(\.name).map { a in
             ("gallery-\(a).png", "Gallery: \(a.uppercased()) on the undefended model",
              "Each row: original, perturbation (amplified), adversarial. " + (merged.galleries.first { $0.attack == a }.map(galleryCounts) ?? ""))
         } + [("saliency.png", "Saliency maps (undefended model)", "Each row: an image and |∂logit(true class)/∂x|, scaled to its maximum.")]
@@ -130,40 +130,107 @@ public enum ReportWriter {
         return cells.map { "\($0.attack): \($0.form)" }.joined(separator: "; ")
     }
 
+    /// The report's first lines: what was evaluated, and the headline numbers.
+    static func headline(_ r: EvaluationResults) -> String {
+        let s = r.settings
+        var out = ""
+        if let m = s.model {
+            let shape = m.inputShape.map(String.init).joined(separator: "×")
+            var what = "**Model evaluated:** `\(m.file)` (\(m.format)"
+            if let a = m.architecture { what += ", built-in architecture \(a)" }
+            if let o = m.opsets { what += ", opset " + o.sorted { $0.key < $1.key }.map { $0.key.isEmpty ? "\($0.value)" : "\($0.key) \($0.value)" }.joined(separator: ", ") }
+            what += "), input \(shape), SHA-256 \(m.sha256.prefix(16))…"
+            if let p = m.preprocessing { what += "; preprocessing added: \(p)" }
+            out += what + ".\n\n"
+        } else {
+            out += "**Model evaluated:** AdvKit's built-in architecture, trained here on \(s.dataset).\n\n"
+        }
+        var lines: [String] = []
+        if let clean = r.cleanAccuracy["none"] { lines.append("clean accuracy \(pct(clean))") }
+        if let aa = r.whiteBox.first(where: { $0.defense == "none" && $0.attack == "autoattack" }) {
+            lines.append("AutoAttack (standard) robust accuracy at L∞ ε = \(s.epsilon): \(pct(aa.robustAccuracy))")
+        } else if let pgd = r.whiteBox.first(where: { $0.defense == "none" && $0.attack == "pgd" }) {
+            lines.append("PGD robust accuracy at L∞ ε = \(s.epsilon): \(pct(pgd.robustAccuracy)) (AutoAttack not run)")
+        }
+        // The best defense: the highest worst case among those whose every cell is adaptive (a † cell is an upper
+        // bound, so it cannot make a defense "best").
+        let measured = r.worstCase.filter { d, _ in d != "none" && !r.whiteBox.contains { $0.defense == d && !$0.adaptive } }
+        if let best = measured.max(by: { ($0.value, $1.key) < ($1.value, $0.key) }) {
+            var b = "best defense by worst case: \(best.key), \(pct(best.value)) (clean \(pct(r.cleanAccuracy[best.key])))"
+            if let none = r.worstCase["none"] { b += " against \(pct(none)) undefended" }
+            if let file = r.models.first(where: { $0.name == best.key })?.hardenedFile { b += "; hardened model: `\(file)`" }
+            lines.append(b)
+        }
+        if !lines.isEmpty { out += "**Headline:** " + lines.joined(separator: "; ") + ".\n\n" }
+        let hardened = r.models.compactMap { m in m.hardenedFile.map { "\(m.name) → `\($0)`" } }
+        if !hardened.isEmpty {
+            out += "Hardened models, in the model's own format (fine-tuned from its weights): " + hardened.joined(separator: ", ") + ".\n\n"
+        }
+        return out
+    }
+
     static func pct(_ x: Double?) -> String { x.map { String(format: "%.1f%%", $0 * 100) } ?? "–" }
     static func num(_ x: Double?) -> String { x.map { String(format: "%.3f", $0) } ?? "–" }
 
     static func markdown(_ r: EvaluationResults, pictures: [Picture], timings: [String: Double]) -> String {
         let s = r.settings
         var out = "# AdvKit robustness report\n\n"
+        out += headline(r)
         out += "AdvKit \(AdvKitVersion.string). Dataset \(s.dataset), \(s.limit) test images, L∞ ε = \(s.epsilon) for the tables, PGD \(s.pgdSteps) steps"
-        out += ", models trained on \(s.trainImages) images for \(s.epochs) epoch(s), seed \(s.seed)\(s.quick ? " (--quick)" : "").\n"
+        out += s.model == nil ? ", models trained on \(s.trainImages) images for \(s.epochs) epoch(s)"
+            : ", trained defenses fine-tuned from the model's weights on \(s.trainImages) images for \(s.epochs) epoch(s) at learning rate \(s.learningRateValue)"
+        out += ", seed \(s.seed)\(s.quick ? " (--quick)" : "").\n"
         out += "A number is the share of test images the defended model still classifies correctly (or flags, for a defense with a detector).\n\n"
-        let defenses = s.defenses
+        let defenses = s.defenses.map(\.name)
+        let attacks = s.attacks.map(\.name)
         if !r.whiteBox.isEmpty {
             out += "## White-box: attack × defense (adaptive attacks where the defense has one)\n\n"
-            out += "| defense | clean | " + s.attacks.joined(separator: " | ") + " | worst case | attack form |\n"
-            out += "|---|---|" + String(repeating: "---|", count: s.attacks.count) + "---|---|\n"
+            out += "| defense | clean | " + attacks.joined(separator: " | ") + " | worst case | attack form |\n"
+            out += "|---|---|" + String(repeating: "---|", count: attacks.count) + "---|---|\n"
             for d in defenses {
-                let row = s.attacks.compactMap { a in r.whiteBox.first { $0.defense == d && $0.attack == a } }
-                let cells = s.attacks.map { a in
+                let row = attacks.compactMap { a in r.whiteBox.first { $0.defense == d && $0.attack == a } }
+                let cells = attacks.map { a in
                     r.whiteBox.first { $0.defense == d && $0.attack == a }.map { pct($0.robustAccuracy) + ($0.adaptive ? "" : " †") } ?? pct(nil)
                 }
                 out += "| \(d) | \(pct(r.cleanAccuracy[d])) | " + cells.joined(separator: " | ") + " | \(pct(r.worstCase[d])) | \(forms(row)) |\n"
             }
             out += "\nWorst case: an image counts as robust only if every attack above (DeepFool and C&W aside: they always"
-            out += " succeed by construction) and every transfer attack failed on it.\n"
+            out += " succeed by construction) and every black-box attack (transfer and query-based) failed on it.\n"
+            for c in r.whiteBox {
+                guard let broken = c.brokenBy else { continue }
+                let parts = broken.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                out += "\nAutoAttack on \(c.defense): images broken by each component (on those the earlier ones left): \(parts).\n"
+            }
             if r.whiteBox.contains(where: { !$0.adaptive }) { out += "\n" + notAdaptive + "\n" }
             out += "\n"
         }
         if !r.blackBox.isEmpty {
-            out += "## Black-box: PGD transferred from the attacker's surrogates (\"hide the model\", \"hide the data\")\n\n"
-            let forms = Array(Set(r.blackBox.map(\.form))).sorted()
-            out += "| defense | " + forms.joined(separator: " | ") + " |\n|---|" + String(repeating: "---|", count: forms.count) + "\n"
-            for d in defenses {
-                out += "| \(d) | " + forms.map { f in pct(r.blackBox.first { $0.defense == d && $0.form == f }?.robustAccuracy) }.joined(separator: " | ") + " |\n"
+            out += "## Black-box: PGD transferred from the attacker's surrogates, and query-based attacks on the outputs alone\n\n"
+            // One column per attack and form (a query attack's form names what it saw: the same for every defense
+            // but those with a detector, which it does not see).
+            var columns: [(attack: String, label: String)] = []
+            for c in r.blackBox {
+                let label = c.attack == "pgd" ? "PGD \(c.form)" : c.attack == "square" ? "Square (scores)" : "HopSkipJump (labels)"
+                if !columns.contains(where: { $0.label == label }) { columns.append((c.attack == "pgd" ? c.form : c.attack, label)) }
             }
-            out += "\nThe surrogates were trained by the attacker on the other half of the training data, which the defenders never saw.\n\n"
+            out += "| defense | " + columns.map(\.label).joined(separator: " | ") + " |\n|---|" + String(repeating: "---|", count: columns.count) + "\n"
+            for d in defenses {
+                out += "| \(d) | " + columns.map { col in
+                    pct(r.blackBox.first { $0.defense == d && ($0.attack == "pgd" ? $0.form : $0.attack) == col.attack }?.robustAccuracy)
+                }.joined(separator: " | ") + " |\n"
+            }
+            out += "\nThe surrogates were trained by the attacker on the other half of the training data, which the defenders never saw."
+            let queries = s.queryAttacks.map { a -> String in
+                switch a {
+                case let .square(q): return "Square (L∞ ε \(s.epsilon), \(q) queries per image, scores only)"
+                case let .hopSkipJump(q): return "HopSkipJump (L∞, \(q) queries per image, labels only; broken when it found an image within ε)"
+                default: return a.name
+                }
+            }
+            if !queries.isEmpty {
+                out += " The query-based attacks see only the defended model's outputs, never a gradient: " + queries.joined(separator: "; ")
+                out += ". A defense's detector flags count as robust; these attacks do not see it.\n\n"
+            } else { out += "\n\n" }
         }
         if !r.perturbationNeeded.isEmpty {
             out += "## Perturbation needed to fool the model (median over fooled images)\n\n| defense | DeepFool L2 | DeepFool L∞ | C&W L2 |\n|---|---|---|---|\n"
