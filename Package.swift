@@ -12,14 +12,18 @@ import PackageDescription
 
 let package = Package(
     name: "AdvKit",
-    platforms: [.macOS(.v13)],
     products: [
         .library(name: "AdvKit", targets: ["AdvKit"]),
         .executable(name: "advkit", targets: ["advkit"]),
-        .executable(name: "advkit-bench", targets: ["advkit-bench"]),
+        // advkit-bench is no product: dependents do not see it. In this package it is still an executable
+        // (`swift build --product advkit-bench`, `swift run advkit-bench`), as SwiftPM gives the root package's
+        // executable targets implicit products.
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The DocC catalog (Sources/AdvKit/AdvKit.docc) is built by `swift package generate-documentation`; a plugin
+        // only, linked into nothing.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // The performance-critical core: C99, no allocation, no I/O. Debian: libopenblas-dev, libomp-dev.
