@@ -146,7 +146,10 @@ static int is_pointwise(const ck_conv2d_shape *s) {
 }
 
 size_t ck_conv2d_workspace_floats(const ck_conv2d_shape *s, size_t threads) {
-    return (threads < 1 ? 1 : threads) * per_thread_floats(s);
+    const size_t own = (threads < 1 ? 1 : threads) * per_thread_floats(s);
+    if (!ck_conv2d_batched_applies(s)) return own;
+    const size_t batched = ck_conv2d_batched_workspace_floats(s, threads);  // conv_batched.c's route
+    return batched > own ? batched : own;
 }
 
 // Valid output columns [lo, hi) for kernel column kw: 0 <= ow*stride - pad + kw < W.
@@ -335,6 +338,10 @@ static void conv_forward_part(void *ctx, size_t begin, size_t end, size_t t) {
 
 void ck_conv2d_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
                        const ck_conv2d_shape *s, ck_activation act, float bound) {
+    if (ck_conv2d_batched_applies(s)) {  // small planes or long K on AVX-512: several images per GEMM
+        ck_conv2d_batched_forward(out, work, inp, weight, bias, s, act, bound);
+        return;
+    }
     conv_job j = {0};
     j.act = act;
     j.bound = bound;
@@ -447,6 +454,10 @@ static void conv_backward_part(void *ctx, size_t begin, size_t end, size_t t) {
 
 void ck_conv2d_backward(float *dinp, float *dweight, float *dbias, float *work, const float *dout,
                         const float *inp, const float *weight, const ck_conv2d_shape *s) {
+    if (dinp && !dweight && !dbias && ck_conv2d_batched_applies(s)) {  // an attack's step: see the forward
+        ck_conv2d_batched_backward_input(dinp, work, dout, weight, s);
+        return;
+    }
     conv_job j = {0};
     j.dinp = dinp;
     j.dweight = dweight;

@@ -32,7 +32,7 @@ static int is_pointwise(const ck_conv2d_general_shape *s) {
 }
 
 size_t ck_conv2d_general_workspace_floats(const ck_conv2d_general_shape *s, size_t threads, int weight_grad) {
-    if (ck_conv2d_general_is_depthwise(s)) return 0;
+    if (ck_conv2d_general_is_depthwise(s)) return ck_depthwise2d_applies(s) ? ck_depthwise2d_workspace_floats(s, threads) : 0;
     const size_t CKK = group_ckk(s), P = s->OH * s->OW;
     size_t floats = (threads < 1 ? 1 : threads) * CKK * P;              // col, one per thread
     if (weight_grad) floats += slots(s) * (s->OC * CKK + s->OC);        // dweight and dbias partials per slot
@@ -380,7 +380,9 @@ void ck_conv2d_general_forward(float *out, float *work, const float *inp, const 
     j.s = s;
     j.act = act;
     j.bound = bound;
-    if (ck_conv2d_general_is_depthwise(s)) {
+    if (ck_depthwise2d_applies(s)) {  // one filter per channel: depthwise2d.c, channels innermost
+        ck_depthwise2d_forward(out, work, inp, weight, bias, s, act, bound);
+    } else if (ck_conv2d_general_is_depthwise(s)) {
         ck_parallel_for(s->N * s->OC, depthwise_forward_part, &j);
     } else {
         ck_parallel_for(s->N, gemm_forward_part, &j);
@@ -399,7 +401,11 @@ void ck_conv2d_general_backward(float *dinp, float *dweight, float *dbias, float
     j.weight = weight;
     j.s = s;
     if (ck_conv2d_general_is_depthwise(s)) {
-        if (dinp) ck_parallel_for(s->N * s->C, depthwise_input_part, &j);
+        if (dinp && ck_depthwise2d_applies(s)) {
+            ck_depthwise2d_backward_input(dinp, work, dout, weight, s);
+        } else if (dinp) {
+            ck_parallel_for(s->N * s->C, depthwise_input_part, &j);
+        }
         if (dweight || dbias) ck_parallel_for(s->OC, depthwise_weight_part, &j);
         return;
     }

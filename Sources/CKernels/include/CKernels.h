@@ -260,6 +260,36 @@ void ck_avgpool2d_general_forward(float *out, const float *inp, const ck_pool2d_
 void ck_avgpool2d_general_backward(float *dinp, const float *dout, const ck_pool2d_general_shape *s,
                                    int count_include_pad);
 
+
+// ---- Convolutions batched over images, blocked over K (conv_batched.c) ---------------------------------
+// 1 when the two routes below are on (the default); ADVKIT_CONV_ROUTE=old in the environment turns them off.
+int ck_conv_new_routes_enabled(void);
+// Forces the choice for every later call (not while a kernel runs): 1 on, 0 off, -1 back to the environment's.
+void ck_conv_new_routes_set_enabled(int enabled);
+// Plain convolutions whose output planes are small (OH*OW not a multiple of 64) or whose inner product is long
+// (C*KH*KW > 1024), on the AVX-512 path: nb images side by side in one GEMM, K in blocks. conv2d.c routes its
+// forward pass and its input-gradient-only backward pass here when ck_conv2d_batched_applies (0 without AVX-512).
+int ck_conv2d_batched_applies(const ck_conv2d_shape *s);
+size_t ck_conv2d_batched_workspace_floats(const ck_conv2d_shape *s, size_t threads);
+// inp (N,C,H,W), weight (OC,C,KH,KW), bias (OC) or NULL -> out (N,OC,OH,OW) = act(conv(inp) + bias).
+void ck_conv2d_batched_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
+                               const ck_conv2d_shape *s, ck_activation act, float bound);
+// dout (N,OC,OH,OW), weight (OC,C,KH,KW) -> dinp (N,C,H,W), added into.
+void ck_conv2d_batched_backward_input(float *dinp, float *work, const float *dout, const float *weight,
+                                      const ck_conv2d_shape *s);
+
+// ---- Depthwise convolution, channels innermost (depthwise2d.c) -----------------------------------------
+// G == C == OC (one filter per channel), any stride, padding and dilation. conv_general.c routes the forward
+// pass and the input gradient here when ck_depthwise2d_applies; the weight and bias gradients stay there.
+int ck_depthwise2d_applies(const ck_conv2d_general_shape *s);
+size_t ck_depthwise2d_workspace_floats(const ck_conv2d_general_shape *s, size_t threads);
+// inp (N,C,H,W), weight (C,1,KH,KW), bias (C) or NULL -> out (N,C,OH,OW) = act(conv(inp) + bias).
+void ck_depthwise2d_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
+                            const ck_conv2d_general_shape *s, ck_activation act, float bound);
+// dout (N,C,OH,OW), weight (C,1,KH,KW) -> dinp (N,C,H,W), added into.
+void ck_depthwise2d_backward_input(float *dinp, float *work, const float *dout, const float *weight,
+                                   const ck_conv2d_general_shape *s);
+
 #ifdef __cplusplus
 }
 #endif
