@@ -26,6 +26,12 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Labels for --images: .npy, .npz or IDX. Optional: an image folder's class folders or an .npz's y/labels array serve, and without labels the model's own predictions are the labels.")
     var labels: String?
 
+    @Option(help: "Your own training images (train; attack's detector and squeezing calibration), replacing --dataset's training split; the same formats as --images.")
+    var trainImages: String?
+
+    @Option(help: "Labels for --train-images (as --labels).")
+    var trainLabels: String?
+
     @Option(help: "A file of class names in the model's order, one per line (default: the class folders' names, else --dataset's).")
     var classes: String?
 
@@ -55,6 +61,7 @@ struct DataOptions: ParsableArguments {
                                                 ("--channels", channels != nil), ("--resize", resize != nil)]
             if let flag = needImages.first(where: \.1)?.0 { throw ValidationError("\(flag) applies to --images (your own files)") }
         }
+        if trainLabels != nil, trainImages == nil { throw ValidationError("--train-labels applies to --train-images (your own training files)") }
         if let channels, channels != 1 && channels != 3 { throw ValidationError("--channels must be 1 or 3, got \(channels)") }
         _ = try resizeValue()
     }
@@ -100,6 +107,8 @@ struct DataOptions: ParsableArguments {
         var r: [String: Any] = ["dataset": images == nil ? dataset.rawValue : "files"]
         if let images { r["images"] = images }
         if let labels { r["labels"] = labels }
+        if let trainImages { r["train_images"] = trainImages }
+        if let trainLabels { r["train_labels"] = trainLabels }
         if let dataDir { r["data_dir"] = dataDir }
         if let limit { r["limit"] = limit }
         return r
@@ -120,6 +129,9 @@ struct DataOptions: ParsableArguments {
 
     /// A split without a model: the test split may be your own files, which must then have labels.
     func load(_ split: Dataset.Split) throws -> Dataset {
+        if split == .train, let trainImages {
+            return try Dataset.load(images: trainImages, labels: trainLabels, options: try loadOptions()).dataset(defaultClassNames: classNames)
+        }
         if split == .test, let images {
             return try Dataset.load(images: images, labels: labels, options: try loadOptions()).dataset(defaultClassNames: classNames)
         }
@@ -377,6 +389,9 @@ struct Train: ParsableCommand {
             threads.apply()
             var train = try data.load(.train).prefix(trainLimit)
             let test = try data.load(.test)
+            guard train.imageShape == test.imageShape else {
+                throw AdvKitError.invalidData("the training images are \(train.imageShape.dims), the test images \(test.imageShape.dims): give both in the model's shape (--resize, --channels)")
+            }
             if [.gda, .gdaBrelu].contains(defense) {
                 train = try train.gaussianAugmented(sigma: gdaSigma ?? 0.3, copies: gdaCopies ?? 10, seed: seed)
             }
