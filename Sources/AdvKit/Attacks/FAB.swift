@@ -38,7 +38,10 @@ import Foundation
 ///
 /// Cost per step: one forward pass for the gradients and one to test the new point (skipped when no image
 /// reached the goal: the test's forward pass is then the next step's); untargeted, one backward pass per class
-/// (the tape replayed with one seed per class, as DeepFool), targeted one.
+/// (the tape replayed with one seed per class, as DeepFool), targeted one; and the two projections per image,
+/// in C with the images split over the threads (ck_fab_step; `referenceStep` is the same in Swift). On the
+/// reference CNN inside AutoAttack some image reaches the goal on nearly every step (about two thirds of the
+/// image-steps), so a step costs two forward passes and one backward pass, as the reference implementation's.
 /// - Parameters: epsilon (nil), norm (.linf), targeted (false), steps (100), restarts (1), alphaMax (0.1),
 ///   eta (1.05), beta (0.9), targetClasses (9), restartRadius (nil: ε, else 0.3 for L∞ and 1 for L2, the
 ///   reference's defaults).
