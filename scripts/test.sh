@@ -13,6 +13,11 @@ bash scripts/check-consumer.sh
 swift build --build-tests --sanitize=address --scratch-path .build-asan
 ASAN_OPTIONS=detect_leaks=0 swift test --skip-build --sanitize=address --scratch-path .build-asan --disable-swift-testing \
     --filter "CKernelsTests|IOTests|TensorTests|AutodiffTests|TrainingTests|InferenceDefenseTests"
+# The DocC catalog (Sources/AdvKit/AdvKit.docc) with swift-docc-plugin and the toolchain's docc, warnings as errors:
+# a broken symbol link in an article or a doc comment fails here. Same configuration and sanitizer as the build
+# above, so AdvKit is not compiled again: only the plugin's tool, the symbol graph and docc run (~25 s on 2 cores).
+swift package --disable-sandbox --sanitize=address --scratch-path .build-asan \
+    generate-documentation --target AdvKit --warnings-as-errors
 # Thread sanitizer over the threaded kernels and what drives them (2 threads): in this build the kernels' team is
 # plain pthreads (Sources/CKernels/parallel.c says why), so a report is a real race. halt_on_error makes one fail the run.
 swift build --build-tests --sanitize=thread --scratch-path .build-tsan
