@@ -123,8 +123,12 @@ extension Evaluator {
     /// How attack `a` runs against `d` (what `attack(_:eps:against:)` builds), for the table and the JSON.
     /// Only PGD has a detector-aware form; the other attacks ignore a detector network.
     func form(_ a: AttackSpec, against d: Defended) -> (form: String, adaptive: Bool) {
-        if d.detector != nil { return a == .pgd ? (d.form, true) : ("white-box (not adaptive)", false) }
-        return (d.form, d.adaptive)
+        var budget = ""
+        if case let .autoattack(steps, queries) = a, steps != 100 || queries != 5000 {
+            budget = ", AutoAttack at \(steps) steps and \(queries) Square queries (the paper: 100 and 5,000)"
+        }
+        if d.detector != nil { return a == .pgd ? (d.form, true) : ("white-box (not adaptive)" + budget, false) }
+        return (d.form + budget, d.adaptive)
     }
 
     /// The classifier an attack meets under `spec`, with its detector and the form of the attack on it.

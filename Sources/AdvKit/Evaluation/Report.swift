@@ -148,7 +148,11 @@ public enum ReportWriter {
         var lines: [String] = []
         if let clean = r.cleanAccuracy["none"] { lines.append("clean accuracy \(pct(clean))") }
         if let aa = r.whiteBox.first(where: { $0.defense == "none" && $0.attack == "autoattack" }) {
-            lines.append("AutoAttack (standard) robust accuracy at L∞ ε = \(s.epsilon): \(pct(aa.robustAccuracy))")
+            var budget = ""
+            if case let .autoattack(steps, queries)? = s.attacks.first(where: { $0.name == "autoattack" }), steps != 100 || queries != 5000 {
+                budget = " (at \(steps) steps and \(queries) Square queries, not the paper's 100 and 5,000)"
+            }
+            lines.append("AutoAttack (standard) robust accuracy at L∞ ε = \(s.epsilon)\(budget): \(pct(aa.robustAccuracy))")
         } else if let pgd = r.whiteBox.first(where: { $0.defense == "none" && $0.attack == "pgd" }) {
             lines.append("PGD robust accuracy at L∞ ε = \(s.epsilon): \(pct(pgd.robustAccuracy)) (AutoAttack not run)")
         }

@@ -198,16 +198,17 @@ public enum AttackSpec: Codable, Hashable, Sendable {
     public static let queryNames = ["square", "hsja"]
 
     /// The attack called `name` with its defaults (`quick`: the small configuration's: C&W with 2 binary-search
-    /// steps of 50 instead of 3 of 100; Square and HopSkipJump with 1,000 queries instead of 5,000).
+    /// steps of 50 instead of 3 of 100; AutoAttack with 25 steps and 1,000 Square queries instead of 100 and 5,000;
+    /// Square and HopSkipJump with 500 queries instead of 5,000).
     public static func named(_ name: String, quick: Bool = false) throws -> AttackSpec {
         switch name {
         case "fgsm": return .fgsm
         case "pgd": return .pgd
         case "deepfool": return .deepfool(steps: 50)
         case "cw": return quick ? .cw(binarySearchSteps: 2, steps: 50) : .cw(binarySearchSteps: 3, steps: 100)
-        case "autoattack": return .autoattack(steps: 100, squareQueries: 5000)
-        case "square": return .square(queries: quick ? 1000 : 5000)
-        case "hsja": return .hopSkipJump(queries: quick ? 1000 : 5000)
+        case "autoattack": return quick ? .autoattack(steps: 25, squareQueries: 1000) : .autoattack(steps: 100, squareQueries: 5000)
+        case "square": return .square(queries: quick ? 500 : 5000)
+        case "hsja": return .hopSkipJump(queries: quick ? 500 : 5000)
         default:
             throw AdvKitError.invalidArgument("unknown attack '\(name)' (known: \((whiteBoxNames + queryNames).joined(separator: ", ")))")
         }
