@@ -10,6 +10,8 @@
 // Only the forward pass and the input gradient alone (an attack's step) take this route; a backward call that
 // wants dweight or dbias stays in conv2d.c.
 //
+// 3x3 convolutions with stride 1 and padding 1 go on to winograd.c (F(2x2, 3x3): 2.25x fewer multiply-adds).
+//
 // Determinism: an output element is the sum over K in a fixed order of fixed blocks (CK_KC), whatever the
 // columns beside it, so the result does not depend on nb, the thread count or where a thread's images start.
 #include "CKernels.h"
@@ -45,6 +47,7 @@ void ck_conv_new_routes_set_enabled(int enabled) {
 
 int ck_conv2d_batched_applies(const ck_conv2d_shape *s) {
     if (!ck_gemm_small_available() || !ck_conv_new_routes_enabled()) return 0;
+    if (ck_winograd_f2x3_applies(s)) return 1;  // 3x3, stride 1, padding 1: winograd.c
     const size_t P = s->OH * s->OW, K = s->C * s->KH * s->KW;
     return P % 64 != 0 || K > 4 * CK_KC;
 }
@@ -71,6 +74,7 @@ static size_t per_thread_floats(const ck_conv2d_shape *s) {
 }
 
 size_t ck_conv2d_batched_workspace_floats(const ck_conv2d_shape *s, size_t threads) {
+    if (ck_winograd_f2x3_applies(s)) return ck_winograd_f2x3_workspace_floats(s, threads);
     return (threads < 1 ? 1 : threads) * per_thread_floats(s);
 }
 
@@ -249,6 +253,10 @@ static void input_part(void *ctx, size_t begin, size_t end, size_t t) {
 void ck_conv2d_batched_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
                                const ck_conv2d_shape *s, ck_activation act, float bound) {
     // inp (N,C,H,W), weight (OC,C,KH,KW), bias (OC) or NULL, out (N,OC,OH,OW)
+    if (ck_winograd_f2x3_applies(s)) {
+        ck_conv2d_winograd_forward(out, work, inp, weight, bias, s, act, bound);
+        return;
+    }
     batched_job j = {0};
     j.out = out;
     j.work = work;
@@ -264,6 +272,10 @@ void ck_conv2d_batched_forward(float *out, float *work, const float *inp, const 
 void ck_conv2d_batched_backward_input(float *dinp, float *work, const float *dout, const float *weight,
                                       const ck_conv2d_shape *s) {
     // dout (N,OC,OH,OW), weight (OC,C,KH,KW) -> dinp (N,C,H,W) (added into)
+    if (ck_winograd_f2x3_applies(s)) {
+        ck_conv2d_winograd_backward_input(dinp, work, dout, weight, s);
+        return;
+    }
     batched_job j = {0};
     j.dinp = dinp;
     j.work = work;

@@ -104,6 +104,54 @@ final class BatchedAndDepthwiseConvolutionTests: XCTestCase {
         XCTAssertEqual(ck_conv2d_batched_applies(&layer4), 0)
     }
 
+    // MARK: winograd.c
+
+    /// 3x3, stride 1, padding 1, C and OC >= 16: odd and even planes (partial last tiles), 1x1 and 2x2 planes,
+    /// runs of many images per GEMM (37 images of 2x2: one tile each), channel counts off the 6-row panels.
+    private static var winogradSweep: [Reference.ConvGeometry] {
+        [(1, 16, 4, 4, 16), (3, 16, 5, 7, 17), (2, 20, 8, 8, 33), (37, 16, 2, 2, 16), (5, 17, 1, 1, 19), (2, 24, 9, 3, 16)]
+            .map { .init(n: $0.0, c: $0.1, h: $0.2, w: $0.3, oc: $0.4, kh: 3, kw: 3, stride: 1, pad: 1) }
+    }
+
+    func testWinogradMatchesReference() throws {
+        guard ck_gemm_small_available() == 1 else { throw XCTSkip("Winograd runs on the AVX-512 path only") }
+        ck_set_num_threads(1)
+        for (i, g) in Self.winogradSweep.enumerated() {
+            var s = Self.plainShape(g)
+            XCTAssertEqual(ck_winograd_f2x3_applies(&s), 1, "\(g)")
+            let seed = UInt64(i) * 17
+            let r = runPlain(g, seed: seed)
+            let x = randomArray(g.n * g.c * g.h * g.w, seed: seed), w = randomArray(g.oc * g.c * 9, seed: seed + 1)
+            let b = randomArray(g.oc, seed: seed + 2), dout = randomArray(g.n * g.oc * g.oh * g.ow, seed: seed + 3)
+            // float32: each of the 16 transformed products sums C terms of transformed values (sums of up to 9
+            // inputs times sums of up to 9 weights, halved), then the output transform adds 9 of those sums
+            assertClose(r.out, Reference.conv2d(x, w, b, g), atol: 2e-5 * Double(g.c), rtol: 1e-4, "forward \(g)")
+            assertClose(r.outRelu, Reference.conv2d(x, w, nil, g).map { min(max($0, 0), 0.5) }, atol: 2e-5 * Double(g.c),
+                        rtol: 1e-4, "bounded ReLU \(g)")
+            assertClose(r.dx, Reference.conv2dBackward(dout, x, w, g).dx.map { $0 + 1 }, atol: 2e-5 * Double(g.oc),
+                        rtol: 1e-4, "dinp \(g)")  // the same sums with OC terms
+        }
+    }
+
+    func testWinogradSameBitsAtOneTwoAndEightThreads() {
+        for (i, g) in Self.winogradSweep.enumerated() {
+            ck_set_num_threads(1)
+            let one = runPlain(g, seed: UInt64(i))
+            for threads in [2, 8] {
+                ck_set_num_threads(threads)
+                XCTAssertEqual(runPlain(g, seed: UInt64(i)), one, "threads \(threads) \(g)")
+            }
+        }
+    }
+
+    /// Fewer than 16 channels (an RGB stem), stride 2, padding 0 or a 5x5 kernel: not Winograd.
+    func testWinogradRouteChoice() {
+        for (c, oc, k, stride, pad) in [(3, 64, 3, 1, 1), (16, 8, 3, 1, 1), (16, 16, 3, 2, 1), (16, 16, 3, 1, 0), (16, 16, 5, 1, 2)] {
+            var s = Self.plainShape(.init(n: 2, c: c, h: 8, w: 8, oc: oc, kh: k, kw: k, stride: stride, pad: pad))
+            XCTAssertEqual(ck_winograd_f2x3_applies(&s), 0, "c \(c) oc \(oc) k \(k) stride \(stride) pad \(pad)")
+        }
+    }
+
     // MARK: depthwise2d.c
 
     private static func generalShape(_ g: Reference.GeneralConvGeometry) -> ck_conv2d_general_shape {

@@ -278,6 +278,19 @@ void ck_conv2d_batched_forward(float *out, float *work, const float *inp, const 
 void ck_conv2d_batched_backward_input(float *dinp, float *work, const float *dout, const float *weight,
                                       const ck_conv2d_shape *s);
 
+// ---- Winograd F(2x2, 3x3) (winograd.c) -----------------------------------------------------------------
+// 3x3 convolutions with stride 1 and padding 1, C and OC >= 16, on the AVX-512 path (conv_batched.c's entry points
+// send them here): Lavin & Gray 2016's minimal filtering, 16 GEMMs of (OC, C) @ (C, tiles) per run of images.
+int ck_winograd_f2x3_applies(const ck_conv2d_shape *s);
+// Scratch for either direction: the 16 transformed filters, shared, and per thread the transformed tiles.
+size_t ck_winograd_f2x3_workspace_floats(const ck_conv2d_shape *s, size_t threads);
+// inp (N,C,H,W), weight (OC,C,3,3), bias (OC) or NULL -> out (N,OC,H,W) = act(conv(inp) + bias).
+void ck_conv2d_winograd_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
+                                const ck_conv2d_shape *s, ck_activation act, float bound);
+// dout (N,OC,H,W), weight (OC,C,3,3) -> dinp (N,C,H,W), added into.
+void ck_conv2d_winograd_backward_input(float *dinp, float *work, const float *dout, const float *weight,
+                                       const ck_conv2d_shape *s);
+
 // ---- Depthwise convolution, channels innermost (depthwise2d.c) -----------------------------------------
 // G == C == OC (one filter per channel), any stride, padding and dilation. conv_general.c routes the forward
 // pass and the input gradient here when ck_depthwise2d_applies; the weight and bias gradients stay there.
