@@ -104,10 +104,13 @@ static void transform_filters(void *ctx, size_t begin, size_t end, size_t t) {
     }
 }
 
-// V (16, CI, T): column t = i * TH*TW + th * TW + tw holds Bᵀ d B of image n0 + i's tile (th, tw).
+// V (16, CI, T): column t = i * TH*TW + th * TW + tw holds Bᵀ d B of image n0 + i's tile (th, tw). Bᵀ acts on
+// the patch's rows, so it runs along whole padded input rows (contiguous); B then combines columns 2tw .. 2tw+3
+// of those rows into each tile's 4 values, written along the tiles (contiguous in V).
 CK_VECTOR static void transform_inputs(float *V, const float *x, size_t nb, const wg_geom *g) {
     const size_t CI = g->CI, H = g->H, W = g->W, TH = g->TH, TW = g->TW, tiles = TH * TW, T = nb * tiles;
-    float rows[4][2 * TW + 2];  // the patch rows of one tile row, zero-padded: column j is input column j - 1
+    const size_t L = 2 * TW + 2;  // padded row length: column j is input column j - 1
+    float rows[4][L], m[4][L];
     for (size_t i = 0; i < nb; i++) {
         for (size_t c = 0; c < CI; c++) {
             const float *xc = x + (i * CI + c) * H * W;
@@ -115,27 +118,27 @@ CK_VECTOR static void transform_inputs(float *V, const float *x, size_t nb, cons
                 for (int r = 0; r < 4; r++) {
                     const long ih = (long)(2 * th) + r - 1;
                     float *row = rows[r];
-                    for (size_t j = 0; j < 2 * TW + 2; j++) row[j] = 0.0f;
+                    for (size_t j = 0; j < L; j++) row[j] = 0.0f;
                     if (ih < 0 || ih >= (long)H) continue;
                     const float *src = xc + (size_t)ih * W;
                     for (size_t j = 0; j < W; j++) row[j + 1] = src[j];
                 }
+                for (size_t j = 0; j < L; j++) {  // Bᵀ d, every column at once
+                    m[0][j] = rows[0][j] - rows[2][j];
+                    m[1][j] = rows[1][j] + rows[2][j];
+                    m[2][j] = rows[2][j] - rows[1][j];
+                    m[3][j] = rows[1][j] - rows[3][j];
+                }
                 float *v = V + c * T + i * tiles + th * TW;
-                for (size_t tw = 0; tw < TW; tw++) {
-                    float d[4][4], m[4][4];
-                    for (int r = 0; r < 4; r++)
-                        for (int q = 0; q < 4; q++) d[r][q] = rows[r][2 * tw + q];
-                    for (int q = 0; q < 4; q++) {  // Bᵀ d
-                        m[0][q] = d[0][q] - d[2][q];
-                        m[1][q] = d[1][q] + d[2][q];
-                        m[2][q] = d[2][q] - d[1][q];
-                        m[3][q] = d[1][q] - d[3][q];
-                    }
-                    for (int r = 0; r < 4; r++) {  // (Bᵀ d) B
-                        v[(size_t)(r * 4 + 0) * CI * T + tw] = m[r][0] - m[r][2];
-                        v[(size_t)(r * 4 + 1) * CI * T + tw] = m[r][1] + m[r][2];
-                        v[(size_t)(r * 4 + 2) * CI * T + tw] = m[r][2] - m[r][1];
-                        v[(size_t)(r * 4 + 3) * CI * T + tw] = m[r][1] - m[r][3];
+                for (int r = 0; r < 4; r++) {  // (Bᵀ d) B, tile by tile
+                    const float *mr = m[r];
+                    float *v0 = v + (size_t)(r * 4 + 0) * CI * T, *v1 = v + (size_t)(r * 4 + 1) * CI * T;
+                    float *v2 = v + (size_t)(r * 4 + 2) * CI * T, *v3 = v + (size_t)(r * 4 + 3) * CI * T;
+                    for (size_t tw = 0; tw < TW; tw++) {
+                        v0[tw] = mr[2 * tw] - mr[2 * tw + 2];
+                        v1[tw] = mr[2 * tw + 1] + mr[2 * tw + 2];
+                        v2[tw] = mr[2 * tw + 2] - mr[2 * tw + 1];
+                        v3[tw] = mr[2 * tw + 1] - mr[2 * tw + 3];
                     }
                 }
             }
@@ -144,28 +147,30 @@ CK_VECTOR static void transform_inputs(float *V, const float *x, size_t nb, cons
 }
 
 // y of images n0 .. n0+nb-1 from M (16, CO, T): Aᵀ m A per tile, then bias and activation, or added into y.
+// Aᵀ runs along the tiles (each M_ξ row contiguous), A then writes each tile's two output columns.
 CK_VECTOR static void transform_outputs(float *y, const float *M, size_t nb, const wg_job *j) {
     const wg_geom *g = &j->g;
     const size_t CO = g->CO, H = g->H, W = g->W, TH = g->TH, TW = g->TW, tiles = TH * TW, T = nb * tiles;
     const size_t S = CO * T;  // distance between M_ξ and M_ξ+1
+    float a[2][4][TW], out[2][2 * TW];
     for (size_t i = 0; i < nb; i++) {
         for (size_t co = 0; co < CO; co++) {
             float *yc = y + (i * CO + co) * H * W;
             const float b = (!j->accumulate && j->bias) ? j->bias[co] : 0.0f;
             for (size_t th = 0; th < TH; th++) {
                 const float *m = M + co * T + i * tiles + th * TW;
-                float out[2][2 * TW];
-                for (size_t tw = 0; tw < TW; tw++) {
-                    float a[2][4];
-                    for (int q = 0; q < 4; q++) {  // Aᵀ m
-                        const float m0 = m[(size_t)(0 * 4 + q) * S + tw], m1 = m[(size_t)(1 * 4 + q) * S + tw];
-                        const float m2 = m[(size_t)(2 * 4 + q) * S + tw], m3 = m[(size_t)(3 * 4 + q) * S + tw];
-                        a[0][q] = m0 + m1 + m2;
-                        a[1][q] = m1 - m2 - m3;
+                for (int q = 0; q < 4; q++) {  // Aᵀ m
+                    const float *m0 = m + (size_t)(0 * 4 + q) * S, *m1 = m + (size_t)(1 * 4 + q) * S;
+                    const float *m2 = m + (size_t)(2 * 4 + q) * S, *m3 = m + (size_t)(3 * 4 + q) * S;
+                    for (size_t tw = 0; tw < TW; tw++) {
+                        a[0][q][tw] = m0[tw] + m1[tw] + m2[tw];
+                        a[1][q][tw] = m1[tw] - m2[tw] - m3[tw];
                     }
-                    for (int r = 0; r < 2; r++) {  // (Aᵀ m) A
-                        out[r][2 * tw] = a[r][0] + a[r][1] + a[r][2];
-                        out[r][2 * tw + 1] = a[r][1] - a[r][2] - a[r][3];
+                }
+                for (int r = 0; r < 2; r++) {  // (Aᵀ m) A
+                    for (size_t tw = 0; tw < TW; tw++) {
+                        out[r][2 * tw] = a[r][0][tw] + a[r][1][tw] + a[r][2][tw];
+                        out[r][2 * tw + 1] = a[r][1][tw] - a[r][2][tw] - a[r][3][tw];
                     }
                 }
                 for (int r = 0; r < 2; r++) {
