@@ -189,6 +189,10 @@ final class EvaluationTests: XCTestCase {
         // AutoAttack in the white-box table, with its components' counts; Square and HopSkipJump in the black-box one.
         let aa = try XCTUnwrap(r.whiteBox.first { $0.defense == "none" && $0.attack == "autoattack" })
         XCTAssertEqual(aa.brokenBy.map { Set($0.keys) }, ["apgd-ce", "apgd-t", "fab-t", "square"])
+        // The randomised defense gets AutoAttack's rand version.
+        let rand = try XCTUnwrap(r.whiteBox.first { $0.defense == "noise" && $0.attack == "autoattack" })
+        XCTAssertEqual(rand.brokenBy.map { Set($0.keys) }, ["apgd-ce", "apgd-dlr"])
+        XCTAssertTrue(rand.form.contains("AutoAttack rand"), rand.form)
         for d in ["none", "fgsm-at", "noise"] {
             let worst = try XCTUnwrap(r.worstCase[d])
             for c in r.whiteBox + r.blackBox where c.defense == d && c.attack != "deepfool" {
@@ -324,7 +328,7 @@ final class EvaluationTests: XCTestCase {
     /// Item 5: one version, in results.json, the report and every unit of the journal; a unit or a results.json
     /// another version wrote is not reused.
     func testTheVersionIsRecordedEverywhereAndOtherVersionsAreNotReused() throws {
-        XCTAssertEqual(AdvKitVersion.string, "0.2.0")
+        XCTAssertEqual(AdvKitVersion.string, "0.3.0")
         let dir = temporaryDirectory()
         let (reference, _) = try run(dir)
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/results.json"))) as! [String: Any]

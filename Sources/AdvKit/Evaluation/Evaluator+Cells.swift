@@ -23,7 +23,11 @@ extension Evaluator {
             return p
         case let .deepfool(s): return DeepFool(steps: s)
         case let .cw(b, s): return CarliniWagnerL2(binarySearchSteps: b, steps: s)
-        case let .autoattack(s, q): return AutoAttack.standard(epsilon: eps, steps: s, squareQueries: q)
+        case let .autoattack(s, q):
+            // A randomised defense gets AutoAttack's "rand" version (APGD-CE and APGD-DLR), as Croce & Hein prescribe;
+            // the noisy classifier already averages its draws in every forward pass (EOT), so no further draws.
+            if d.classifier is NoisyClassifier { return AutoAttack.rand(epsilon: eps, steps: s, eotDraws: 1) }
+            return AutoAttack.standard(epsilon: eps, steps: s, squareQueries: q)
         case let .square(q): return SquareAttack(epsilon: eps, queries: q)
         case let .hopSkipJump(q): return HopSkipJump(norm: .linf, queries: q)
         }
