@@ -124,12 +124,10 @@ extension Evaluator {
     /// Only PGD has a detector-aware form; the other attacks ignore a detector network.
     func form(_ a: AttackSpec, against d: Defended) -> (form: String, adaptive: Bool) {
         var budget = ""
-        if case let .autoattack(steps, queries) = a {
-            if d.classifier is NoisyClassifier {
-                budget = ", AutoAttack rand (APGD-CE, APGD-DLR over the defense's averaged draws)" + (steps != 100 ? " at \(steps) steps" : "")
-            } else if steps != 100 || queries != 5000 {
-                budget = ", AutoAttack at \(steps) steps and \(queries) Square queries (the paper: 100 and 5,000)"
-            }
+        // The budget is in the settings and under the report's table; the form names the version when it is not
+        // the standard one.
+        if case .autoattack = a, d.classifier is NoisyClassifier {
+            budget = ", AutoAttack rand (APGD-CE, APGD-DLR over the defense's averaged draws)"
         }
         if d.detector != nil { return a == .pgd ? (d.form, true) : ("white-box (not adaptive)" + budget, false) }
         return (d.form + budget, d.adaptive)

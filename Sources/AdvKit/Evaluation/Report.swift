@@ -200,10 +200,17 @@ public enum ReportWriter {
             }
             out += "\nWorst case: an image counts as robust only if every attack above (DeepFool and C&W aside: they always"
             out += " succeed by construction) and every black-box attack (transfer and query-based) failed on it.\n"
-            for c in r.whiteBox {
-                guard let broken = c.brokenBy else { continue }
-                let parts = broken.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-                out += "\nAutoAttack on \(c.defense): images broken by each component (on those the earlier ones left): \(parts).\n"
+            if case let .autoattack(steps, queries)? = s.attacks.first(where: { $0.name == "autoattack" }) {
+                let order = ["apgd-ce", "apgd-t", "apgd-dlr", "fab-t", "square"]
+                let parts = r.whiteBox.compactMap { c -> String? in
+                    guard let broken = c.brokenBy else { return nil }
+                    let named = broken.sorted { (order.firstIndex(of: $0.key) ?? 9, $0.key) < (order.firstIndex(of: $1.key) ?? 9, $1.key) }
+                    return "\(c.defense) " + named.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                }
+                out += "\nAutoAttack ran at \(steps) steps and \(queries) Square queries"
+                out += steps == 100 && queries == 5000 ? " (the paper's budget)" : " (the paper: 100 and 5,000)"
+                out += "; the noise defense got its rand version. Images each component broke, of those the earlier ones left: "
+                out += parts.joined(separator: "; ") + ".\n"
             }
             if r.whiteBox.contains(where: { !$0.adaptive }) { out += "\n" + notAdaptive + "\n" }
             out += "\n"
