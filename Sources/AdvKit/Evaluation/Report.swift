@@ -159,7 +159,10 @@ public enum ReportWriter {
         // The best defense: the highest worst case among those whose every cell is adaptive (a † cell is an upper
         // bound, so it cannot make a defense "best").
         let measured = r.worstCase.filter { d, _ in d != "none" && !r.whiteBox.contains { $0.defense == d && !$0.adaptive } }
-        if let best = measured.max(by: { ($0.value, $1.key) < ($1.value, $0.key) }) {
+        let undefendedWorst = r.worstCase["none"]
+        if let best = measured.max(by: { ($0.value, $1.key) < ($1.value, $0.key) }), let none = undefendedWorst, best.value <= none {
+            lines.append("no defense raised the worst case above the undefended model's \(pct(none))")
+        } else if let best = measured.max(by: { ($0.value, $1.key) < ($1.value, $0.key) }) {
             var b = "best defense by worst case: \(best.key), \(pct(best.value)) (clean \(pct(r.cleanAccuracy[best.key])))"
             if let none = r.worstCase["none"] { b += " against \(pct(none)) undefended" }
             if let file = r.models.first(where: { $0.name == best.key })?.hardenedFile { b += "; hardened model: `\(file)`" }
