@@ -67,7 +67,10 @@ struct DataOptions: ParsableArguments {
     }
 
     /// --resize as (height, width): "32x32", "28x32" or "32".
-    func resizeValue() throws -> (height: Int, width: Int)? {
+    func resizeValue() throws -> (height: Int, width: Int)? { try DataOptions.parseResize(resize) }
+
+    /// A --resize value as (height, width): "32x32", "28x32" or "32".
+    static func parseResize(_ resize: String?) throws -> (height: Int, width: Int)? {
         guard let resize else { return nil }
         let parts = resize.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard (parts.count == 1 || parts.count == 2), let h = parts[0], let w = parts.last!, (1...16_384).contains(h), (1...16_384).contains(w) else {
@@ -77,7 +80,10 @@ struct DataOptions: ParsableArguments {
     }
 
     /// --dataset's class names.
-    var classNames: [String] {
+    var classNames: [String] { DataOptions.classNames(of: dataset) }
+
+    /// A dataset's class names.
+    static func classNames(of dataset: DatasetName) -> [String] {
         switch dataset {
         case .fashionMNIST: return Dataset.fashionMNISTClasses
         case .mnist: return Dataset.mnistClasses
@@ -86,7 +92,10 @@ struct DataOptions: ParsableArguments {
     }
 
     /// The names of the --classes file: one per line, blank lines and surrounding spaces dropped.
-    func classesFile() throws -> [String]? {
+    func classesFile() throws -> [String]? { try DataOptions.readClassesFile(classes) }
+
+    /// The names of a --classes file (nil: none given).
+    static func readClassesFile(_ classes: String?) throws -> [String]? {
         guard let classes else { return nil }
         let text = String(decoding: try FileIO.read(classes, limit: 1 << 24), as: UTF8.self)
         let names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

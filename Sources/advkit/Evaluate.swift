@@ -110,6 +110,7 @@ struct Evaluate: ParsableCommand {
         let ownData: [(String, Bool)] = [("--labels", labels != nil), ("--classes", classes != nil), ("--data-layout", dataLayout != nil),
                                          ("--resize", resize != nil), ("--train-images", trainImages != nil)]
         if images == nil, let flag = ownData.first(where: \.1)?.0 { throw ValidationError("\(flag) applies to --images (your own files)") }
+        _ = try DataOptions.parseResize(resize)
         if trainLabels != nil, trainImages == nil { throw ValidationError("--train-labels applies to --train-images") }
         if images != nil, dataDir != nil { throw ValidationError("--data-dir applies to --dataset, not to --images") }
         if model == nil {
@@ -136,13 +137,7 @@ struct Evaluate: ParsableCommand {
 
     /// The test and training sets: --dataset's, or the user's files laid out for the model's input.
     func loadData() throws -> (train: Dataset?, test: Dataset, user: UserModel?) {
-        let defaultNames: [String] = {
-            switch dataset {
-            case .fashionMNIST: return Dataset.fashionMNISTClasses
-            case .mnist: return Dataset.mnistClasses
-            case .cifar10: return Dataset.cifar10Classes
-            }
-        }()
+        let defaultNames = DataOptions.classNames(of: dataset)
         guard let images else {
             let train = try loadDataset(dataset, dataDir: dataDir, split: .train)
             let test = try loadDataset(dataset, dataDir: dataDir, split: .test)
@@ -151,19 +146,9 @@ struct Evaluate: ParsableCommand {
         // The model's input shape lays the files out (channels, layout, size) when it is ONNX.
         var shape: Shape?
         if let model, ModelOptions.isONNX(model) { shape = try ONNXClassifier(contentsOf: model, options: try network.inputOptions()).inputShape }
-        var names: [String]?
-        if let classes {
-            let text = String(decoding: try FileIO.read(classes, limit: 1 << 24), as: UTF8.self)
-            names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        }
+        let names = try DataOptions.readClassesFile(classes)
         func options() throws -> ImageLoadOptions {
-            var size: (height: Int, width: Int)?
-            if let resize {
-                let p = resize.lowercased().split(separator: "x").map { Int($0) }
-                guard p.count == 2, let h = p[0], let w = p[1], h >= 1, w >= 1 else { throw AdvKitError.invalidArgument("--resize wants HxW, got '\(resize)'") }
-                size = (h, w)
-            }
-            return ImageLoadOptions(layout: dataLayout, imageShape: shape, resize: size, classNames: names)
+            ImageLoadOptions(layout: dataLayout, imageShape: shape, resize: try DataOptions.parseResize(resize), classNames: names)
         }
         let test = try Dataset.load(images: images, labels: labels, options: try options()).dataset(defaultClassNames: defaultNames)
         var train: Dataset?
