@@ -19,7 +19,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "The layout of 4-dimensional NumPy images: nchw or nhwc. (default: where the 1 or 3 channels are)") var dataLayout: ImageLayout?
     @Option(help: "Resize every image of your files to HxW, e.g. 32x32.") var resize: String?
     @Option(help: "Defenses, comma-separated: \(DefenseSpec.names.joined(separator: ",")). (default: \(DefenseSpec.defaultNames.joined(separator: ",")); with --model, those but brelu and gda+brelu, which change the architecture; with --images and no --train-images: none,noise)") var defenses: String?
-    @Option(help: "White-box attacks, comma-separated: \(AttackSpec.whiteBoxNames.joined(separator: ",")). (default: fgsm,pgd,deepfool,cw,autoattack; --quick: fgsm,pgd,deepfool,autoattack with AutoAttack at 25 steps and 1000 Square queries)") var attacks: String?
+    @Option(help: "White-box attacks, comma-separated: \(AttackSpec.whiteBoxNames.joined(separator: ",")). (default: fgsm,pgd,deepfool,cw,autoattack; --quick: fgsm,pgd,autoattack with AutoAttack at 25 steps and 1000 Square queries)") var attacks: String?
     @Option(help: "Query-based black-box attacks, comma-separated: square, hsja, or none. (default: square,hsja; --quick: square)") var queryAttacks: String?
     @Option(help: "Queries per image of each query-based attack. (default 5000; --quick 500)") var queries: Int?
     @Option(help: "Epsilons of the curves, comma-separated, decimals or fractions (0,2/255,4/255,8/255); at least 2.") var eps: String?
