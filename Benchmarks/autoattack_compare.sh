@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Issue #14's speed criterion: AutoAttack "standard" in AdvKit against torchattacks 3.5.1's AutoAttack, on the
 # reference CNN, the first 1,024 Fashion-MNIST test images, L-inf eps 0.1, 2 threads, seed 0, run in turn
-# (torchattacks, then AdvKit) `repeats` times in the same session. Prints each pair's wall and CPU seconds and
-# their ratios, the median ratio, AdvKit's seconds per component, and the robust accuracies.
+# (torchattacks, then AdvKit) `repeats` times in the same session. Three comparisons from the same runs:
+#   - the defaults users get: torchattacks' AutoAttack (APGD, APGD-T, FAB at its 10 steps) against AdvKit's
+#     (the paper's 100 steps; stronger, and more work);
+#   - the same budget at 10 steps (AdvKit's AutoAttack.standard(steps: 10)) and at 100 steps (torchattacks'
+#     four attacks at 100 steps through its MultiAttack: "autoattack-paper").
+# Prints each pair's wall and CPU seconds, robust accuracies and ratios, their medians, and AdvKit's seconds per
+# component. One repeat takes about 7 minutes on 2 idle cores.
 #
 #   PEERS=/path/to/peers Benchmarks/autoattack_compare.sh [repeats] [scratch-path]
 #
@@ -15,5 +20,5 @@ repeats=${1:-3}
 scratch=${2:-}
 out=${OUT:-bench-results}
 mkdir -p "$out"
-exec python3 scripts/crosscheck/autoattack.py --only autoattack --repeat "$repeats" \
+exec python3 scripts/crosscheck/autoattack.py --only autoattack,autoattack-10,autoattack-paper --repeat "$repeats" \
     ${scratch:+--scratch-path "$scratch"} --out "$out/autoattack_compare.json"

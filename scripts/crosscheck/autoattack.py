@@ -37,6 +37,14 @@ WEIGHTS_DEFAULT = os.path.join(os.path.dirname(ROOT), "shared", "peers", "models
 ATTACKS = ["apgd-ce", "apgd-dlr", "apgd-t", "autoattack"]
 # torchattacks only (--skip-advkit): AutoAttack's four attacks at the paper's 100 steps, like AdvKit's standard.
 TORCH_ONLY = ["autoattack-paper"]
+# AdvKit only: AutoAttack.standard at the 10 steps torchattacks' AutoAttack gives APGD, APGD-T and FAB (Square 5,000
+# queries): like for like with torchattacks' "autoattack".
+ADVKIT_ONLY = ["autoattack-10"]
+# The speed comparisons (issue #14's 3x), each (label, torchattacks' run, AdvKit's run): the libraries' defaults as
+# users call them, then the same budget on both sides at 10 and at 100 steps.
+PAIRS = [("defaults: torchattacks AutoAttack (10 steps) vs AdvKit AutoAttack (100 steps)", "autoattack", "autoattack"),
+         ("same budget, 10 steps", "autoattack", "autoattack-10"),
+         ("same budget, 100 steps (torchattacks through MultiAttack)", "autoattack-paper", "autoattack")]
 
 
 def parse_args():
@@ -48,7 +56,7 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", help="comma list of " + ",".join(ATTACKS + TORCH_ONLY))
+    ap.add_argument("--only", help="comma list of " + ",".join(ATTACKS + TORCH_ONLY + ADVKIT_ONLY))
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-advkit", action="store_true")
     ap.add_argument("--repeat", type=int, default=1,
@@ -140,7 +148,7 @@ def torch_side(args, attacks):
 
     out = {"clean_accuracy": float((predict(X) == Y).float().mean()), "versions": {
         "torch": torch.__version__, "torchattacks": torchattacks.__version__}, "attacks": {}}
-    for name in attacks:
+    for name in [a for a in attacks if a not in ADVKIT_ONLY]:
         torch.manual_seed(args.seed)
         atk = make(name)
         t0, c0 = time.time(), cpu_seconds()
@@ -251,14 +259,18 @@ def main():
             for rec in a["attacks"].values():
                 rec["load_average"] = load
             advkit_runs.append(a)
-        if t and a and "autoattack" in attacks:
-            ta, aa = t["attacks"]["autoattack"], a["attacks"]["autoattack"]
-            pair = {"torchattacks_s": ta["seconds"], "torchattacks_cpu_s": ta["cpu_seconds"], "advkit_s": aa["seconds"],
-                    "advkit_cpu_s": aa["cpu_seconds"], "wall_ratio": ta["seconds"] / max(aa["seconds"], 1e-9),
+        for label, tname, aname in PAIRS:
+            if not (t and a and tname in t["attacks"] and aname in a["attacks"]):
+                continue
+            ta, aa = t["attacks"][tname], a["attacks"][aname]
+            pair = {"comparison": label, "torchattacks": tname, "advkit": aname, "torchattacks_s": ta["seconds"],
+                    "torchattacks_cpu_s": ta["cpu_seconds"], "advkit_s": aa["seconds"], "advkit_cpu_s": aa["cpu_seconds"],
+                    "torchattacks_robust": ta["robust_accuracy"], "advkit_robust": aa["robust_accuracy"],
+                    "wall_ratio": ta["seconds"] / max(aa["seconds"], 1e-9),
                     "cpu_ratio": ta["cpu_seconds"] / max(aa["cpu_seconds"], 1e-9),
-                    "load_average": [ta["load_average"], aa["load_average"]]}
+                    "load_average": [ta["load_average"], aa["load_average"]], "run": rep + 1}
             pairs.append(pair)
-            print(f"run {rep + 1}: AutoAttack torchattacks {pair['torchattacks_s']:.1f} s (CPU {pair['torchattacks_cpu_s']:.1f} s), "
+            print(f"run {rep + 1}, {label}: torchattacks {pair['torchattacks_s']:.1f} s (CPU {pair['torchattacks_cpu_s']:.1f} s), "
                   f"AdvKit {pair['advkit_s']:.1f} s (CPU {pair['advkit_cpu_s']:.1f} s): {pair['wall_ratio']:.2f}x wall, "
                   f"{pair['cpu_ratio']:.2f}x CPU (load average {pair['load_average'][0]:.1f} / {pair['load_average'][1]:.1f})",
                   file=sys.stderr, flush=True)
@@ -278,13 +290,18 @@ def main():
         if "component_seconds" in a:
             parts = ", ".join(f"{n} {s:.1f} s" for n, s in zip(a.get("components", []), a["component_seconds"]))
             print(f"\nAdvKit AutoAttack per component (last run): {parts}")
-    for i, p in enumerate(pairs):
-        print(f"AutoAttack run {i + 1}: torchattacks {p['torchattacks_s']:.1f} s ({p['torchattacks_cpu_s']:.1f} CPU s), "
-              f"AdvKit {p['advkit_s']:.1f} s ({p['advkit_cpu_s']:.1f} CPU s): AdvKit {p['wall_ratio']:.2f}x the speed "
-              f"(wall), {p['cpu_ratio']:.2f}x (CPU seconds)")
-    if len(pairs) > 1:
-        print(f"AutoAttack, median of {len(pairs)} runs: {median([p['wall_ratio'] for p in pairs]):.2f}x (wall), "
-              f"{median([p['cpu_ratio'] for p in pairs]):.2f}x (CPU seconds)")
+    for label, _, _ in PAIRS:
+        mine = [p for p in pairs if p["comparison"] == label]
+        if not mine:
+            continue
+        print(f"\nAutoAttack, {label}:")
+        for p in mine:
+            print(f"  run {p['run']}: torchattacks {p['torchattacks_s']:.1f} s ({p['torchattacks_cpu_s']:.1f} CPU s, robust "
+                  f"{p['torchattacks_robust'] * 100:.2f}%), AdvKit {p['advkit_s']:.1f} s ({p['advkit_cpu_s']:.1f} CPU s, robust "
+                  f"{p['advkit_robust'] * 100:.2f}%): AdvKit {p['wall_ratio']:.2f}x the speed (wall), {p['cpu_ratio']:.2f}x (CPU seconds)")
+        if len(mine) > 1:
+            print(f"  median of {len(mine)} runs: {median([p['wall_ratio'] for p in mine]):.2f}x (wall), "
+                  f"{median([p['cpu_ratio'] for p in mine]):.2f}x (CPU seconds)")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"advkit": advkit_res, "torchattacks": torch_res, "pairs": pairs, "n": args.n, "eps": args.eps,
