@@ -3,7 +3,7 @@ import Foundation
 /// A detector network (Metzen et al. 2017; "a classifier confirms whether the input is a real image or a
 /// fake one"): a binary classifier, class 0 clean and class 1 adversarial, trained on clean images and on
 /// adversarial examples of the protected model. Inputs it flags are rejected.
-public struct DetectorNetwork {
+public struct DetectorNetwork: Detector {
     /// The binary classifier: any trainable one (a built-in `Model`, a `Network` of layers, an imported graph).
     public let network: TrainableClassifier
     /// Flag when P(adversarial) exceeds this (0.5 by default; `calibrate` sets it for a false-positive rate).
@@ -51,28 +51,20 @@ public struct DetectorNetwork {
         return (0..<images.shape[0]).map { p.storage.pointer[$0 * 2 + 1] }
     }
 
-    public func detect(_ images: Tensor) -> [Bool] { scores(images).map { $0 > threshold } }
+    public var isDifferentiable: Bool { true }
 
-    /// Sets the threshold so that `falsePositiveRate` of `cleanImages` are flagged.
-    public mutating func calibrate(cleanImages: Tensor, falsePositiveRate: Double) throws {
-        guard falsePositiveRate > 0 && falsePositiveRate < 1 else {
-            throw AdvKitError.invalidArgument("the false-positive rate must be in (0, 1), got \(falsePositiveRate)")
-        }
-        threshold = SqueezingDetector.quantile(scores(cleanImages), 1 - falsePositiveRate)
-    }
-
-    /// Detection rate on `adversarial` and false-positive rate on `clean`.
-    public func rates(clean: Tensor, adversarial: Tensor) -> (detection: Double, falsePositive: Double) {
-        let d = detect(adversarial), f = detect(clean)
-        return (Double(d.filter { $0 }.count) / Double(max(d.count, 1)), Double(f.filter { $0 }.count) / Double(max(f.count, 1)))
+    /// CE(D(x), clean) per image: descending it makes the detector call x clean.
+    public func evasionLoss(_ x: Variable) -> Variable? {
+        x.tape.crossEntropy(network(x), labels: [Int32](repeating: 0, count: x.shape[0]))
     }
 }
 
 /// The adaptive attack on a detector-guarded model (Carlini & Wagner 2017, "Adversarial examples are not easily
 /// detected"): PGD on the combined loss CE(f(x'), y) − λ·CE(D(x'), clean), which makes the model wrong and the
-/// detector call the input clean at once. L∞ ball of radius ε, random start.
+/// detector call the input clean at once (any differentiable `Detector`: −λ·its `evasionLoss`). L∞ ball of
+/// radius ε, random start.
 public struct DetectorAwarePGD: Attack {
-    public let detector: DetectorNetwork
+    public let detector: any Detector
     public var epsilon: Float
     public var alpha: Float
     public var steps: Int
@@ -83,7 +75,7 @@ public struct DetectorAwarePGD: Attack {
          "norm": .string("linf"), "random_start": .bool(true)]
     }
 
-    public init(detector: DetectorNetwork, epsilon: Float = 0.1, alpha: Float = 0.01, steps: Int = 40, lambda: Float = 1) {
+    public init(detector: any Detector, epsilon: Float = 0.1, alpha: Float = 0.01, steps: Int = 40, lambda: Float = 1) {
         self.detector = detector
         self.epsilon = epsilon
         self.alpha = alpha
@@ -93,18 +85,18 @@ public struct DetectorAwarePGD: Attack {
 
     public func validate() throws {
         try checkEpsilon(epsilon); try checkEpsilon(alpha, "alpha"); try checkSteps(steps); try checkEpsilon(lambda, "lambda")
+        guard detector.isDifferentiable else { throw AdvKitError.invalidArgument("pgd+detector needs a differentiable detector") }
     }
 
     public func perturb(_ model: Classifier, _ batch: AttackBatch) -> Tensor {
         let loss = AttackLoss()
         let tape = Tape(mode: .inference)
-        let clean = [Int32](repeating: 0, count: batch.count)
         var x = PGD(epsilon: epsilon, steps: 1).start(batch, restart: 0)
         for _ in 0..<steps {
             let g = loss.evaluate(model, x, batch).gradient
             tape.reset()
             let v = tape.input(x)
-            let gd = tape.gradient(of: tape.crossEntropy(detector.network(v), labels: clean), wrt: v)
+            let gd = tape.gradient(of: detector.evasionLoss(v)!, wrt: v)
             tape.reset()
             var combined = g
             combined.add(gd, scaledBy: -lambda)

@@ -79,23 +79,25 @@ public final class SqueezedClassifier: Classifier {
 
 /// Feature squeezing's detector: an input is flagged when the L1 distance between the model's softmax on
 /// it and on a squeezed copy, maximised over the squeezers, exceeds a threshold chosen on clean data for a
-/// target false-positive rate.
-public struct SqueezingDetector {
+/// target false-positive rate. Not differentiable here (no attack puts its score in the loss).
+public struct SqueezingDetector: Detector {
     public let model: Classifier
     public let squeezers: [Squeezer]
     public var threshold: Float
 
-    /// A detector whose threshold flags `falsePositiveRate` of `cleanImages` (5% in the paper).
-    public init(model: Classifier, squeezers: [Squeezer], cleanImages: Tensor, falsePositiveRate: Double = 0.05) throws {
-        guard falsePositiveRate > 0 && falsePositiveRate < 1 else {
-            throw AdvKitError.invalidArgument("the false-positive rate must be in (0, 1), got \(falsePositiveRate)")
-        }
+    /// A detector with the given threshold (`calibrate` sets one for a false-positive rate).
+    public init(model: Classifier, squeezers: [Squeezer], threshold: Float) throws {
         for s in squeezers { try s.validate() }
         guard !squeezers.isEmpty else { throw AdvKitError.invalidArgument("feature squeezing needs at least one squeezer") }
         self.model = model
         self.squeezers = squeezers
-        self.threshold = 0
-        self.threshold = SqueezingDetector.quantile(scores(cleanImages), 1 - falsePositiveRate)
+        self.threshold = threshold
+    }
+
+    /// A detector whose threshold flags `falsePositiveRate` of `cleanImages` (5% in the paper).
+    public init(model: Classifier, squeezers: [Squeezer], cleanImages: Tensor, falsePositiveRate: Double = 0.05) throws {
+        try self.init(model: model, squeezers: squeezers, threshold: 0)
+        try calibrate(cleanImages: cleanImages, falsePositiveRate: falsePositiveRate)
     }
 
     /// max over squeezers of ‖softmax(f(x)) − softmax(f(squeeze(x)))‖₁, per image.
@@ -112,16 +114,6 @@ public struct SqueezingDetector {
             }
         }
         return best
-    }
-
-    /// Per image: flagged as adversarial.
-    public func detect(_ images: Tensor) -> [Bool] { scores(images).map { $0 > threshold } }
-
-    /// The smallest value with at least fraction q of `xs` at or below it.
-    static func quantile(_ xs: [Float], _ q: Double) -> Float {
-        guard !xs.isEmpty else { return 0 }
-        let s = xs.sorted()
-        return s[min(s.count - 1, max(0, Int((q * Double(s.count)).rounded(.up)) - 1))]
     }
 }
 

@@ -99,6 +99,34 @@ public struct EvaluationResults: Codable, Equatable {
         public var deepfoolLinf: Double?
         public var cwL2: Double?
     }
+    /// Randomized smoothing's certificates on the clean test images (Cohen, Rosenfeld & Kolter 2019, CERTIFY):
+    /// the smoothed classifier is right on an image and provably stays so within L2 radius R = σ·Φ⁻¹(p̲_A).
+    public struct Certified: Codable, Equatable {
+        public var defense: String
+        public var sigma: Float
+        /// CERTIFY's draws: n₀ choose the class, n bound its probability, at confidence 1 − α.
+        public var selection: Int
+        public var estimation: Int
+        public var alpha: Double
+        /// The L2 radii and, per radius r, the share of test images certified right with radius ≥ r (an
+        /// abstention counts as wrong).
+        public var radii: [Double]
+        public var certifiedAccuracy: [Double]
+        /// The share of test images CERTIFY abstains on (p̲_A ≤ 1/2).
+        public var abstainRate: Double
+        /// The smoothed classifier's clean accuracy by PREDICT (`votes` draws, abstain counting as wrong), and
+        /// the share of clean images it abstains on: the classifier the attacks' cells score.
+        public var votes: Int
+        public var cleanAccuracy: Double
+        public var predictAbstainRate: Double
+        /// Median certified radius of the images certified right (nil when none is).
+        public var medianRadius: Double?
+        /// The table's L∞ ε as an L2 certificate: the L∞ ball of radius ε holds points ε·√d away in L2 (d pixels),
+        /// so only a radius ≥ ε·√d covers it; the share certified right at that radius (usually 0 at these ε).
+        public var linfEpsilon: Float
+        public var l2RadiusForLinfEpsilon: Double
+        public var certifiedAtLinfEpsilon: Double
+    }
     public struct Check: Codable, Equatable {
         public var defense: String
         public var check: String
@@ -117,6 +145,9 @@ public struct EvaluationResults: Codable, Equatable {
     public var sanity: [Check] = []
     /// The galleries of the undefended model, one per attack.
     public var galleries: [Gallery] = []
+    /// Randomized smoothing's certificates, one per smoothing defense (nil: none ran; results.json written before
+    /// the smoothing defense existed has no such key).
+    public var certified: [Certified]?
 }
 
 extension EvaluationResults {
@@ -135,6 +166,7 @@ extension EvaluationResults {
         r.perturbationNeeded.sort { (di[$0.defense] ?? 0) < (di[$1.defense] ?? 0) }
         r.models.sort { (di[$0.name] ?? 0) < (di[$1.name] ?? 0) }
         r.galleries.sort { (ai[$0.attack] ?? 0) < (ai[$1.attack] ?? 0) }
+        r.certified = r.certified?.sorted { (di[$0.defense] ?? 0) < (di[$1.defense] ?? 0) }
         // Stable: a defense's checks keep the order they were made in.
         r.sanity = r.sanity.enumerated().sorted { (di[$0.element.defense] ?? 0, $0.offset) < (di[$1.element.defense] ?? 0, $1.offset) }.map(\.element)
         return r
@@ -162,6 +194,7 @@ extension EvaluationResults {
             r.worstCase.merge(p.worstCase) { a, _ in a }
             r.sanity += p.sanity
             r.galleries += p.galleries
+            if let c = p.certified { r.certified = (r.certified ?? []) + c }
         }
         let missing = first.settings.defenses.map(\.name).filter { !seen.contains($0) }
         guard missing.isEmpty else { throw AdvKitError.invalidData("no shard covered \(missing.joined(separator: ", ")): merge every shard") }

@@ -17,7 +17,7 @@ extension Evaluator {
         case .fgsm: return FGSM(epsilon: eps)
         case .pgd:
             let p = pgd(eps, steps: steps)
-            if let det = d.detector {
+            if let det = d.detector, det.isDifferentiable {
                 return DetectorAwarePGD(detector: det, epsilon: eps, alpha: p.alpha, steps: p.steps, lambda: d.lambda)
             }
             return p
@@ -76,7 +76,7 @@ extension Evaluator {
         for (i, o) in q.result.outcomes.enumerated() where o.linf > eps { flags[i] = true }
         let kind: String
         if case .square = a { kind = "scores" } else { kind = "labels" }
-        let seen = d.detector == nil && d.squeezing == nil
+        let seen = d.detector == nil
         let form = "query-based: \(kind), \(made.queryBudget) queries" + (seen ? "" : " (the detector not seen)")
         let cell = EvaluationResults.Cell(defense: d.name, attack: a.name, form: form, adaptive: seen, robustAccuracy: share(flags),
                                           medianL2: q.result.medianL2, medianLinf: q.result.medianLinf,
@@ -84,18 +84,51 @@ extension Evaluator {
         return WhiteBoxUnit(cell: cell, flags: flags)
     }
 
-    /// Per image: the defense's classifier is right on the clean image.
+    /// Per image: the defense's classifier is right on the clean image (the smoothed classifier's vote, for
+    /// randomized smoothing).
     func robustClean(_ d: Defended) -> [Bool] {
-        let pred = d.classifier.logits(of: test.images).argmaxRows()
+        let pred = predictions(d, test.images)
         return (0..<test.count).map { pred[$0] == Int(test.labels[$0]) }
     }
 
-    /// Per image: robust under this defense (right, or flagged by its detector).
+    /// Per image: robust under this defense (right, or flagged by its detector; an abstaining smoothed classifier
+    /// is not right).
     func robust(_ d: Defended, adversarial: Tensor) -> [Bool] {
-        let pred = d.classifier.logits(of: adversarial).argmaxRows()
-        let flagged = d.detector?.detect(adversarial) ?? d.squeezing?.detect(adversarial)
-            ?? [Bool](repeating: false, count: pred.count)
+        let pred = predictions(d, adversarial)
+        let flagged = d.detector?.detect(adversarial) ?? [Bool](repeating: false, count: pred.count)
         return (0..<pred.count).map { pred[$0] == Int(test.labels[$0]) || flagged[$0] }
+    }
+
+    /// What the defense answers for each image: its classifier's top class, or the smoothed classifier's PREDICT
+    /// (nil: abstains). The vote's draws are keyed by (seed, image index, draw), so clean and attacked images, and a
+    /// resumed run, see the same noise.
+    func predictions(_ d: Defended, _ images: Tensor) -> [Int?] {
+        if let s = d.smoothing {
+            // The spec was validated: votes >= 1 and alpha in (0, 1), which is all PREDICT checks.
+            return (try? s.classifier.predict(images, samples: s.votes, alpha: s.alpha, seed: settings.seed))
+                ?? [Int?](repeating: nil, count: images.shape[0])
+        }
+        return d.classifier.logits(of: images).argmaxRows()
+    }
+
+    /// Randomized smoothing's certificates on the clean test images (CERTIFY), the smoothed classifier's clean
+    /// accuracy and abstentions (PREDICT), and what the certificate says at the table's L∞ ε.
+    func certifiedUnit(_ d: Defended) throws -> EvaluationResults.Certified {
+        guard let s = d.smoothing, case let .smoothing(sigma, _, selection, estimation, alpha, radii, votes, _) = d.spec else {
+            throw AdvKitError.invalidArgument("\(d.name) is not randomized smoothing")
+        }
+        let certificates = try s.classifier.certify(test.images, selection: selection, estimation: estimation, alpha: alpha, seed: settings.seed)
+        let accuracy = RandomizedSmoothing.certifiedAccuracy(certificates, labels: test.labels, radii: radii)
+        let voted = predictions(d, test.images)
+        let right = (0..<test.count).filter { certificates[$0].prediction == Int(test.labels[$0]) }.map { certificates[$0].radius }.sorted()
+        let l2 = Double(settings.epsilon) * Double(imageShape.count).squareRoot()
+        return .init(defense: d.name, sigma: sigma, selection: selection, estimation: estimation, alpha: alpha, radii: radii,
+                     certifiedAccuracy: accuracy, abstainRate: share(certificates.map { $0.prediction == nil }), votes: votes,
+                     cleanAccuracy: share((0..<test.count).map { voted[$0] == Int(test.labels[$0]) }),
+                     predictAbstainRate: share(voted.map { $0 == nil }),
+                     medianRadius: right.isEmpty ? nil : (right.count % 2 == 1 ? right[right.count / 2] : (right[right.count / 2 - 1] + right[right.count / 2]) / 2),
+                     linfEpsilon: settings.epsilon, l2RadiusForLinfEpsilon: l2,
+                     certifiedAtLinfEpsilon: RandomizedSmoothing.certifiedAccuracy(certificates, labels: test.labels, radii: [l2])[0])
     }
 
     func share(_ flags: [Bool]) -> Double { Double(flags.filter { $0 }.count) / Double(max(flags.count, 1)) }

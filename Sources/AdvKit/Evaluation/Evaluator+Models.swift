@@ -114,10 +114,23 @@ extension Evaluator {
         /// The form of a gradient attack on `classifier` (see `Cell.form`), and whether it is adaptive.
         var form: String
         var adaptive = true
-        var detector: DetectorNetwork?
-        var squeezing: SqueezingDetector?
-        /// λ of the detector-aware attack: CE(model) − λ·CE(detector, clean).
+        /// The defense's detector: an image it flags counts as robust (feature squeezing's, the detector network).
+        var detector: (any Detector)?
+        /// λ of the detector-aware attack: CE(model) − λ·(the detector's evasion loss).
         var lambda: Float = 0
+        /// Randomized smoothing: the smoothed classifier that scores the cells (PREDICT with `votes` draws at
+        /// `alpha`), while the attacks meet `classifier`, the noisy base.
+        var smoothing: Smoothing?
+
+        /// The detector network's weights, for results.json.
+        var detectorNetwork: DetectorNetwork? { detector as? DetectorNetwork }
+    }
+
+    /// A smoothed classifier and how an evaluation scores with it.
+    struct Smoothing {
+        var classifier: RandomizedSmoothing
+        var votes: Int
+        var alpha: Double
     }
 
     /// How attack `a` runs against `d` (what `attack(_:eps:against:)` builds), for the table and the JSON.
@@ -129,7 +142,7 @@ extension Evaluator {
         if case .autoattack = a, d.classifier is NoisyClassifier {
             budget = ", AutoAttack rand (APGD-CE, APGD-DLR over the defense's averaged draws)"
         }
-        if d.detector != nil { return a == .pgd ? (d.form, true) : ("white-box (not adaptive)" + budget, false) }
+        if d.detector?.isDifferentiable == true { return a == .pgd ? (d.form, true) : ("white-box (not adaptive)" + budget, false) }
         return (d.form + budget, d.adaptive)
     }
 
@@ -143,23 +156,38 @@ extension Evaluator {
             let m = try trainedModel(spec, architecture: baseArchitecture, seed: seed)
             return Defended(spec: spec, model: m, classifier: m, form: "white-box")
         case let .featureSqueezing(squeezers, fpr, n):
-            let det = try SqueezingDetector(model: undefended, squeezers: squeezers, cleanImages: try half(false).prefix(n).images,
-                                            falsePositiveRate: fpr)
+            let det = try calibrated(SqueezingDetector(model: undefended, squeezers: squeezers, threshold: 0), falsePositiveRate: fpr,
+                                     images: try half(false).prefix(n).images)
             // BPDA reaches through the squeeze to the model, but no attack here has the squeezing detector's score
             // in its loss, while its flags count as robust: the cells are upper bounds.
             return Defended(spec: spec, model: undefended, classifier: spec.wrapping(undefended, seed: seed),
-                            form: "BPDA, squeezing detector not in the loss", adaptive: false, squeezing: det)
+                            form: "BPDA, squeezing detector not in the loss", adaptive: false, detector: det)
         case let .noise(_, draws):
             return Defended(spec: spec, model: undefended, classifier: spec.wrapping(undefended, seed: seed),
                             form: "adaptive: EOT (\(draws) draws)")
         case let .detector(fpr, n, lambda):
-            var det = try detectorNetwork()
+            // Calibrated on the last images of the defender's half: the network trained on the first ones.
             let defender = try half(false)
-            let calibration = defender.subset(Array(max(0, defender.count - n)..<defender.count))
-            try det.calibrate(cleanImages: calibration.images, falsePositiveRate: fpr)
+            let det = try calibrated(try detectorNetwork(), falsePositiveRate: fpr,
+                                     images: defender.subset(Array(max(0, defender.count - n)..<defender.count)).images)
             return Defended(spec: spec, model: undefended, classifier: undefended, form: "adaptive: detector-aware PGD",
                             detector: det, lambda: lambda)
+        case let .smoothing(sigma, copies, _, _, alpha, _, votes, draws):
+            // The base is the GDA model trained at the same σ (the `gda` defense's file, trained once).
+            let base = try trainedModel(.gda(sigma: sigma, copies: copies), architecture: baseArchitecture, seed: seed)
+            let smoothed = RandomizedSmoothing(base, sigma: sigma, bounds: .unit)
+            return Defended(spec: spec, model: base, classifier: spec.wrapping(base, seed: seed),
+                            form: "adaptive: EOT (\(draws) draws) on the noisy base, scored by the smoothed vote (\(votes) draws, abstain = wrong)",
+                            smoothing: Smoothing(classifier: smoothed, votes: votes, alpha: alpha))
         }
+    }
+
+    /// `detector` with its threshold set to flag `falsePositiveRate` of the clean `images`: every detector of an
+    /// evaluation is calibrated here.
+    func calibrated(_ detector: any Detector, falsePositiveRate: Double, images: Tensor) throws -> any Detector {
+        var d = detector
+        try d.calibrate(cleanImages: images, falsePositiveRate: falsePositiveRate)
+        return d
     }
 
     /// The detector network of the `detector` defense, trained on PGD examples of the undefended model, cached in

@@ -35,16 +35,15 @@ extension Evaluator {
         let tape = Tape(mode: .inference)
         let v = tape.input(x)
         var loss = Double(tape.crossEntropy(d.classifier(v), labels: test.labels).mean().value.scalar)
-        if let det = d.detector {
-            let clean = [Int32](repeating: 0, count: test.count)
-            loss -= Double(d.lambda) * Double(tape.crossEntropy(det.network(v), labels: clean).mean().value.scalar)
+        if let evasion = d.detector?.evasionLoss(v) {
+            loss -= Double(d.lambda) * Double(evasion.mean().value.scalar)
         }
         return loss
     }
 
     func attackLossName(_ d: Defended) -> String {
         let model = d.classifier is SqueezedClassifier ? "the squeezed model" : d.classifier is NoisyClassifier ? "the noisy model" : "the model"
-        if d.detector != nil { return "CE(\(model)) - " + String(format: "%g", d.lambda) + "·CE(detector, clean)" }
+        if d.detector?.isDifferentiable == true { return "CE(\(model)) - " + String(format: "%g", d.lambda) + "·CE(detector, clean)" }
         return "cross-entropy of \(model)"
     }
 

@@ -141,7 +141,7 @@ public final class Evaluator {
             try unit(name, load: { journal.load(name, as: T.self) }, save: { try journal.save($0, unit: name) }, compute)
         }
         for d in defenses {
-            let classifier = try fingerprint(d.model), detector = try d.detector.map { try fingerprint($0.network) }
+            let classifier = try fingerprint(d.model), detector = try d.detectorNetwork.map { try fingerprint($0.network) }
             var record = EvaluationResults.ModelRecord(name: d.name, file: classifier.file, sha256: classifier.sha256, detectorFile: detector?.file,
                                                        detectorSHA256: detector?.sha256, cleanAccuracy: d.model.accuracy(test.images, labels: test.labels))
             if let hardened = hardenedFiles[d.name] {
@@ -151,6 +151,10 @@ public final class Evaluator {
             results.models.append(record)
             keyRandomness("clean \(d.name)")
             results.cleanAccuracy[d.name] = share(robustClean(d))
+        }
+        // Randomized smoothing's certificates on the clean images (Evaluator+Cells.swift, Report+Certified.swift).
+        for d in defenses where d.smoothing != nil {
+            results.certified = (results.certified ?? []) + [try unit("certified \(d.name)") { try certifiedUnit(d) }]
         }
         // White-box: every attack against every defense, in its adaptive form where it has one (`form`).
         if white {

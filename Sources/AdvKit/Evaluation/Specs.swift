@@ -35,10 +35,19 @@ public enum DefenseSpec: Codable, Hashable, Sendable {
     /// A detector network (Metzen et al. 2017) trained on PGD examples of the model, calibrated at
     /// `falsePositiveRate`; the adaptive attack maximises CE(model) − λ·CE(detector, clean).
     case detector(falsePositiveRate: Double, calibrationImages: Int, lambda: Float)
+    /// Randomized smoothing (Cohen, Rosenfeld & Kolter 2019) around the GDA model: the base classifier is the model
+    /// trained on `copies` noisy copies at this σ (the `gda` defense's model, reused), as Cohen et al. train their
+    /// base with the noise it is smoothed with; noisy copies are clipped to [0, 1] like that training's. CERTIFY
+    /// with `selection` (n₀) and `estimation` (n) draws at confidence 1 − `alpha` gives the certified L2 radius
+    /// σ·Φ⁻¹(p̲_A), reported as certified accuracy at each of `radii`. The attacks meet the noisy base with the
+    /// logits averaged over `draws` draws (EOT: close to Salman et al. 2019's SmoothAdv, which averages softmax);
+    /// an attacked image counts as robust when PREDICT (`votes` draws, the binomial test at `alpha`) names its
+    /// label, abstaining counting as wrong.
+    case smoothing(sigma: Float, copies: Int, selection: Int, estimation: Int, alpha: Double, radii: [Double], votes: Int, draws: Int)
 
     /// The names `named` knows, in the order of the report.
     public static let names = ["none", "gda", "brelu", "gda+brelu", "fgsm-at", "pgd-at", "trades", "vat", "label-smoothing",
-                               "feature-squeezing", "noise", "detector"]
+                               "feature-squeezing", "noise", "detector", "smoothing"]
     /// The defenses a full evaluation of a built-in model runs (TRADES only when asked: it doubles PGD-AT's cost).
     public static let defaultNames = ["none", "gda", "brelu", "gda+brelu", "fgsm-at", "pgd-at", "vat", "label-smoothing",
                                       "feature-squeezing", "noise", "detector"]
@@ -50,6 +59,16 @@ public enum DefenseSpec: Codable, Hashable, Sendable {
     public static let defaultNoiseSigma: Float = 0.1
     public static let defaultNoiseDraws = 8
     public static let defaultDetectorLambda: Float = 1
+    /// GDA's σ (Zantedeschi et al. 2017).
+    public static let defaultGDASigma: Float = 0.3
+    /// Randomized smoothing's σ: the GDA defense's, whose model is its base.
+    public static let defaultSmoothingSigma: Float = defaultGDASigma
+    /// Cohen et al.'s n₀, n and α.
+    public static let defaultSmoothingSelection = 100
+    public static let defaultSmoothingEstimation = 10_000
+    public static let defaultSmoothingAlpha = 0.001
+    /// The L2 radii of the certified-accuracy table (Cohen et al.'s grid, to 1).
+    public static let defaultSmoothingRadii: [Double] = [0, 0.25, 0.5, 0.75, 1.0]
 
     /// The defense called `name` with its defaults; ε is the table's (the adversarial trainings use it, PGD-AT and
     /// TRADES with 7 steps of ε/4), `quick` the small configuration's (GDA: 2 noisy copies instead of 10).
@@ -57,9 +76,9 @@ public enum DefenseSpec: Codable, Hashable, Sendable {
         let copies = quick ? 2 : 10
         switch name {
         case "none": return .none
-        case "gda": return .gda(sigma: 0.3, copies: copies)
+        case "gda": return .gda(sigma: defaultGDASigma, copies: copies)
         case "brelu": return .boundedReLU(bound: 1)
-        case "gda+brelu": return .gdaBoundedReLU(sigma: 0.3, copies: copies, bound: 1)
+        case "gda+brelu": return .gdaBoundedReLU(sigma: defaultGDASigma, copies: copies, bound: 1)
         case "fgsm-at": return .fgsmAT(epsilon: epsilon, ratio: 0.5)
         case "pgd-at": return .pgdAT(epsilon: epsilon, steps: 7, alpha: epsilon / 4, ratio: 0.5)
         case "trades": return .trades(epsilon: epsilon, steps: 7, alpha: epsilon / 4, beta: 6)
@@ -72,6 +91,10 @@ public enum DefenseSpec: Codable, Hashable, Sendable {
         case "detector":
             return .detector(falsePositiveRate: defaultFalsePositiveRate, calibrationImages: defaultCalibrationImages,
                              lambda: defaultDetectorLambda)
+        case "smoothing":
+            return .smoothing(sigma: defaultSmoothingSigma, copies: copies, selection: defaultSmoothingSelection,
+                              estimation: quick ? 1000 : defaultSmoothingEstimation, alpha: defaultSmoothingAlpha,
+                              radii: defaultSmoothingRadii, votes: quick ? 100 : 1000, draws: defaultNoiseDraws)
         default:
             throw AdvKitError.invalidArgument("unknown defense '\(name)' (known: \(names.joined(separator: ", ")))")
         }
@@ -92,6 +115,7 @@ public enum DefenseSpec: Codable, Hashable, Sendable {
         case .featureSqueezing: return "feature-squeezing"
         case .noise: return "noise"
         case .detector: return "detector"
+        case .smoothing: return "smoothing"
         }
     }
 
@@ -110,7 +134,7 @@ public enum DefenseSpec: Codable, Hashable, Sendable {
     /// undefended model with something around it.
     public var isTrained: Bool {
         switch self {
-        case .none, .featureSqueezing, .noise, .detector: return false
+        case .none, .featureSqueezing, .noise, .detector, .smoothing: return false
         default: return true
         }
     }
@@ -129,6 +153,8 @@ public enum DefenseSpec: Codable, Hashable, Sendable {
         switch self {
         case let .featureSqueezing(squeezers, _, _): return SqueezedClassifier(model, squeezers: squeezers)
         case let .noise(sigma, draws): return NoisyClassifier(model, sigma: sigma, draws: draws, seed: seed)
+        case let .smoothing(sigma, _, _, _, _, _, _, draws):
+            return NoisyClassifier(model, sigma: sigma, draws: draws, seed: seed, bounds: .unit)
         default: return model
         }
     }
@@ -161,6 +187,17 @@ public enum DefenseSpec: Codable, Hashable, Sendable {
             case let .detector(fpr, n, lambda):
                 try Self.checkCalibration(fpr, n)
                 guard lambda.isFinite && lambda >= 0 else { throw AdvKitError.invalidArgument("lambda must be >= 0, got \(lambda)") }
+            case let .smoothing(sigma, copies, selection, estimation, alpha, radii, votes, draws):
+                guard sigma.isFinite && sigma > 0 else { throw AdvKitError.invalidArgument("sigma must be > 0, got \(sigma)") }
+                guard copies >= 1 else { throw AdvKitError.invalidArgument("copies must be >= 1, got \(copies)") }
+                guard selection >= 1 else { throw AdvKitError.invalidArgument("selection (n0) must be >= 1, got \(selection)") }
+                guard estimation >= 1 else { throw AdvKitError.invalidArgument("estimation (n) must be >= 1, got \(estimation)") }
+                guard alpha > 0 && alpha < 1 else { throw AdvKitError.invalidArgument("alpha must be in (0, 1), got \(alpha)") }
+                guard !radii.isEmpty, radii.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+                    throw AdvKitError.invalidArgument("radii must be one or more L2 radii >= 0, got \(radii)")
+                }
+                guard votes >= 1 else { throw AdvKitError.invalidArgument("votes must be >= 1, got \(votes)") }
+                guard draws >= 1 else { throw AdvKitError.invalidArgument("draws must be >= 1, got \(draws)") }
             default: break
             }
         }
