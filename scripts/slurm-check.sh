@@ -14,8 +14,12 @@
 #   6. stops the daemons (also on failure or Ctrl-C), removes the temporary folder (KEEP=1 keeps it) and prints
 #      how long each step took.
 # Settings: ADVKIT_ARGS (the evaluation; default below: a few defenses and tiny limits), KILL_TASK (which task to
-# kill, default 0), KILL_AFTER (kill once it has kept this many units, default 3), SLURM_DELAY=1 (let a requeued task wait out Slurm's ~2 minute delay instead of starting it
-# at once). The installed packages stay; `apt-get remove --purge slurmctld slurmd slurm-client munge` removes them.
+# kill, default 0), KILL_AFTER (kill once it has kept this many units, default 3), SLURM_DELAY=1 (let a requeued
+# task wait out Slurm's ~2 minute delay instead of starting it at once), MANUAL_REQUEUE=1 (the task does not
+# requeue itself, ADVKIT_REQUEUES=0: it FAILS, and the check does what a user then must: `scontrol requeue` the
+# task, and once the array has ended, point the merge, whose afterok on the array can no longer be satisfied,
+# at the tasks one by one). The installed packages stay; `apt-get remove --purge slurmctld slurmd slurm-client
+# munge` removes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -151,6 +155,8 @@ export ADVKIT
 export ADVKIT_ARGS=${ADVKIT_ARGS:---defenses none,fgsm-at,noise --attacks fgsm,pgd --query-attacks none --limit 100 --train-limit 2000 --epochs 1 --pgd-steps 10}
 export ADVKIT_RUNS=runs
 K=${KILL_TASK:-0}
+MANUAL=${MANUAL_REQUEUE:-0}
+[ "$MANUAL" = 1 ] && export ADVKIT_REQUEUES=0
 cd "$WORK/submit"
 say "ADVKIT_ARGS=$ADVKIT_ARGS"
 # One CPU per task (so --threads 1) so that both tasks run at once on a 2-CPU node; memory is not a consumable
@@ -184,20 +190,35 @@ done
 [ -n "$pid" ] || die "no advkit process in job $jid (scontrol listpids $jid)"
 say "task $K (job $jid) kept $(echo "$kept_before" | wc -l) unit(s); kill -9 its advkit, pid $pid"
 kill -9 "$pid"
-for i in $(seq 1 60); do
-    state=$(scontrol show job "${A}_$K" | grep -o 'JobState=[A-Z_]*' | head -1)
-    [ "$state" = JobState=PENDING ] && break
-    sleep 0.5
-done
-say "task $K after the kill: $(scontrol show job "${A}_$K" | grep -oE '(JobState|Reason|Restarts|ExitCode)=[^ ]*' | tr '\n' ' ')"
+jobstate() { scontrol show job "$1" | grep -o 'JobState=[A-Z_]*' | head -1 | cut -d= -f2; }
+fields() { scontrol show job "$1" | grep -oE '(JobState|Reason|Dependency|Restarts|ExitCode)=[^ ]*' | tr '\n' ' '; }
+if [ "$MANUAL" = 1 ]; then
+    # ADVKIT_REQUEUES=0: the task fails, and the user requeues it by hand.
+    for i in $(seq 1 60); do [ "$(jobstate "${A}_$K")" = FAILED ] && break; sleep 0.5; done
+    say "task $K after the kill: $(fields "${A}_$K")"
+    [ "$(jobstate "${A}_$K")" = FAILED ] || die "task $K did not fail"
+    say "by hand: scontrol requeue ${A}_$K"
+    scontrol requeue "${A}_$K"
+else
+    for i in $(seq 1 60); do [ "$(jobstate "${A}_$K")" = PENDING ] && break; sleep 0.5; done
+    say "task $K after the kill: $(fields "${A}_$K")"
+fi
 squeue
-[ "$state" = JobState=PENDING ] || die "task $K did not requeue itself: $state"
+[ "$(jobstate "${A}_$K")" = PENDING ] || die "task $K was not requeued: $(fields "${A}_$K")"
 if [ "${SLURM_DELAY:-0}" != 1 ]; then
     say "scontrol update jobid=${A}_$K StartTime=now (skips Slurm's ~2 minute delay before a requeued job starts)"
     scontrol update jobid="${A}_$K" StartTime=now
 fi
 lap "kill task $K, requeue"
 
+if [ "$MANUAL" = 1 ]; then
+    for i in $(seq 1 3600); do [ -z "$(squeue -h -j "$A" 2>/dev/null)" ] && break; sleep 1; done
+    for i in $(seq 1 60); do scontrol show job "$M" | grep -q 'Reason=DependencyNeverSatisfied' && break; sleep 1; done
+    say "the array has ended, every task COMPLETED; the merge: $(fields "$M")"
+    say "by hand: scontrol update jobid=$M dependency=afterok:${A}_0:${A}_1 (the tasks one by one)"
+    scontrol update jobid="$M" dependency="afterok:${A}_0:${A}_1"
+    lap "array finished; merge re-pointed by hand"
+fi
 for i in $(seq 1 3600); do
     [ -z "$(squeue -h -j "$A,$M" 2>/dev/null)" ] && break
     sleep 1
@@ -213,7 +234,7 @@ for j in "${A}_0" "${A}_1" "$M"; do
 done
 say "slurm-${A}_$K.out (the killed task's log, both attempts):"
 sed 's/^/  | /' "slurm-${A}_$K.out"
-grep -q 'requeueing share' "slurm-${A}_$K.out" || die "task $K's log does not say it requeued"
+[ "$MANUAL" = 1 ] || grep -q 'requeueing share' "slurm-${A}_$K.out" || die "task $K's log does not say it requeued"
 grep -q 'resumed: reused' "slurm-${A}_$K.out" || die "task $K's rerun did not resume from its journal"
 kept_after=$(cd "$progress" && stat -c '%n %y' */*.json | sort)
 while read -r line; do
