@@ -178,7 +178,8 @@ struct Evaluate: ParsableCommand {
             evaluator.resume = !fresh
             evaluator.log = { line in if !quiet { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
             let results = try evaluator.run()
-            let files = try ReportWriter.write(results, evaluator: evaluator, classNames: test.classNames)
+            let files = try ReportWriter.write(results, pictures: evaluator.reportPictures(), to: out, classNames: test.classNames,
+                                               timings: evaluator.timings, shard: evaluator.shard.map { "\($0.index)/\($0.count)" })
             if json {
                 print(String(decoding: try Data(contentsOf: URL(fileURLWithPath: out + "/results.json")), as: UTF8.self))
             } else {

@@ -33,7 +33,7 @@ final class EvaluationTests: XCTestCase {
     func testATinyReportHasEveryFileAndTheyAreValid() throws {
         let dir = temporaryDirectory()
         let (r, files) = try run(dir)
-        for f in ["results.json", "report.md", "report.html", "curves-fgsm.png", "curves-pgd.png", "gallery-fgsm.png",
+        for f in ["results.json", "report.md", "report.html", "curves-fgsm.svg", "curves-pgd.svg", "gallery-fgsm.png",
                   "gallery-pgd.png", "gallery-deepfool.png", "saliency.png"] {
             XCTAssertTrue(files.contains(f), "\(f) written")
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/" + f), f)
@@ -43,8 +43,8 @@ final class EvaluationTests: XCTestCase {
             XCTAssertGreaterThan(img.width * img.height, 100, "\(f) decodes to a picture")
         }
         let html = try String(contentsOfFile: dir + "/report.html", encoding: .utf8)
-        XCTAssertEqual(html.components(separatedBy: "src=\"data:image/png;base64,").count - 1, files.filter { $0.hasSuffix(".png") }.count,
-                       "every picture is embedded")
+        XCTAssertEqual(html.components(separatedBy: "<svg class=").count - 1, files.filter { $0.hasSuffix(".svg") }.count,
+                       "every figure is inline")
         XCTAssertFalse(html.contains("src=\"curves") || html.contains("src=\"gallery"), "no reference to a file outside the page")
         for case let range? in [html.range(of: "data:image/png;base64,")] {
             let b64 = html[range.upperBound...].prefix { $0 != "\"" }

@@ -57,7 +57,8 @@ extension Evaluator {
                                    adversarial: r.adversarial.gather(shown).record, labels: shown.map { test.labels[$0] },
                                    cleanPred: shown.map { r.outcomes[$0].cleanPrediction },
                                    advPred: shown.map { r.outcomes[$0].adversarialPrediction },
-                                   advConf: shown.map { r.outcomes[$0].adversarialConfidence })
+                                   advConf: shown.map { r.outcomes[$0].adversarialConfidence },
+                                   cleanConf: shown.map { r.outcomes[$0].cleanConfidence })
         }
         return unit
     }
