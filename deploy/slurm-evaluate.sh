@@ -2,7 +2,9 @@
 # advkit evaluate as a Slurm job array: one task per share of the defenses, then a dependent merge job.
 #   sbatch --array=0-3 deploy/slurm-evaluate.sh                # 4 shares; prints "Submitted batch job <A>"
 #   sbatch --dependency=afterok:<A> --wrap "advkit merge runs/shard-* --out advkit-report"
-# Every share must run with the same settings (merge refuses shares that differ) and the same seed. Options of
+# Every share must run with the same settings (merge refuses shares that differ), the same seed and the same thread
+# count (--threads $SLURM_CPUS_PER_TASK, one value for one array: training at another thread count gives other
+# weights, and merge cannot tell; docs/DISTRIBUTED.md). Options of
 # `advkit evaluate` for every task go in ADVKIT_ARGS (sbatch passes the submitting shell's environment on):
 #   ADVKIT_ARGS="--quick" sbatch --array=0-3 deploy/slurm-evaluate.sh
 # ADVKIT is the advkit binary (default: advkit on PATH); ADVKIT_RUNS the shares' parent folder (default: runs,
