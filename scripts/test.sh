@@ -26,3 +26,6 @@ ADVKIT_THREADS=2 TSAN_OPTIONS=halt_on_error=1 swift test --skip-build --sanitize
 swift build -c release --build-tests
 # Every test is XCTest; Swift Testing would only add a "0 tests" line after XCTest's summary.
 swift test -c release --skip-build --disable-swift-testing
+# report.html in a real browser (issue 16): headless Chromium (installed when missing) renders the report of a small
+# evaluation of its own and checks the page, its script, plots, galleries and tables (~1 min on 2 cores).
+bash scripts/check-report.sh

@@ -150,7 +150,7 @@ final class ReportTests: XCTestCase {
             XCTAssertEqual(embedded.count, 3 * g.rows.count)
             for b64 in embedded {
                 let img = try PNG.decode(try XCTUnwrap(Data(base64Encoded: b64)))
-                XCTAssertEqual([img.width, img.height], [28, 28], "the test image's own pixels, scaled by the browser")
+                XCTAssertEqual([img.width, img.height], [84, 84], "the test image's pixels, each a 3x3 square, shown at that size")
             }
         }
         // FGSM moves every pixel by ε (unless clipped), so the amplification is 0.5/ε = 5 on the rows it changed.

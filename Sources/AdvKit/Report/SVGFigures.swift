@@ -3,17 +3,32 @@ import Foundation
 /// The report's picture figures as SVG: the pixels as embedded PNGs (`<image>` with a data URI, drawn pixelated),
 /// the classes and confidences as text beside each image.
 enum SVGFigures {
-    /// The displayed size of an image: its longer side 96 px (small images are blown up; the browser keeps the
-    /// pixels square and sharp).
+    /// How many screen pixels a small image's pixel takes: the largest whole number that keeps its longer side
+    /// within 96 px (28×28 → 3, 84 px); 1 for an image of 96 px or more.
+    static func scale(_ img: ReportPictures.Image) -> Int { max(1, 96 / max(img.width, img.height, 1)) }
+
+    /// The displayed size of an image: whole-pixel blown up (`scale`), or its longer side 96 px when it is larger.
     static func displaySize(_ img: ReportPictures.Image) -> (w: Double, h: Double) {
-        let side = 96.0, longer = Double(max(img.width, img.height, 1))
-        return (side * Double(img.width) / longer, side * Double(img.height) / longer)
+        let longer = max(img.width, img.height, 1)
+        if longer >= 96 { return (96 * Double(img.width) / Double(longer), 96 * Double(img.height) / Double(longer)) }
+        return (Double(img.width * scale(img)), Double(img.height * scale(img)))
+    }
+
+    /// The image's PNG blown up by whole pixels to its displayed size (`scale`): renderers that smooth a scaled
+    /// image whatever `image-rendering` says (librsvg, so rsvg-convert and what converts through it) still show
+    /// square pixels.
+    static func blownUp(_ img: ReportPictures.Image) -> Data {
+        let k = scale(img)
+        guard k > 1, let decoded = try? PNG.decode(img.png) else { return img.png }
+        var big = PNG.Image(width: img.width * k, height: img.height * k, channels: decoded.channels)
+        big.paste(decoded, at: 0, 0, scale: k)
+        return PNG.encode(big)
     }
 
     static func image(_ img: ReportPictures.Image, x: Double, y: Double, label: String) -> String {
         let (w, h) = displaySize(img)
         return "<image x=\"\(SVG.number(x))\" y=\"\(SVG.number(y))\" width=\"\(SVG.number(w))\" height=\"\(SVG.number(h))\""
-            + " preserveAspectRatio=\"none\" style=\"image-rendering:pixelated\" href=\"data:image/png;base64,\(img.png.base64EncodedString())\">"
+            + " preserveAspectRatio=\"none\" style=\"image-rendering:pixelated\" href=\"data:image/png;base64,\(blownUp(img).base64EncodedString())\">"
             + "<title>\(SVG.escape(label))</title></image>"
     }
 

@@ -39,21 +39,22 @@ public enum SVGPlot {
 
     /// One panel: robust accuracy (y, a share in [0, 1], drawn in %) against ε (x), ticks on `xTicks`.
     public static func chart(title: String, series: [Series], xTicks: [Double], xTitle: String = "ε (L∞)",
-                             yTitle: String = "robust accuracy (%)", width: Double = 560) -> String {
+                             yTitle: String = "robust accuracy (%)", width: Double = 500) -> String {
         let ticks = Array(Set(xTicks)).sorted()
         let xMax = max(ticks.last ?? 1, 1e-9), xMin = min(ticks.first ?? 0, 0)
         let left = 64.0, right = width - 18, top = 40.0, plotHeight = 250.0, bottom = top + plotHeight
         func px(_ x: Double) -> Double { left + (x - xMin) / (xMax - xMin) * (right - left) }
         func py(_ y: Double) -> Double { bottom - min(max(y, 0), 1) * plotHeight }
-        // x tick labels turn when neighbours would touch (about 6.6 px a character at 12 px).
+        // x tick labels turn when neighbours would touch (at 12 px a digit is about 6.7 px wide, a point 3.3).
         let labels = ticks.map(SVG.number)
         let gaps = zip(ticks.dropFirst(), ticks).map { px($0) - px($1) }
-        let widest = Double(labels.map(\.count).max() ?? 1) * 6.6
+        let widest = labels.map { l in l.reduce(0.0) { $0 + ($1 == "." ? 3.3 : 6.7) } }.max() ?? 7
         let turned = (gaps.min() ?? .infinity) < widest + 4
         let tickBand = turned ? widest * 0.72 + 14 : 18.0
         let xTitleY = bottom + tickBand + 22
-        let legendTop = xTitleY + 14, rowHeight = 18.0
-        let columns = width >= 480 ? 2 : 1, columnWidth = (right - left + 40) / Double(columns)
+        let legendTop = xTitleY + 14, rowHeight = 19.0
+        // One column of legend entries (a name and its clean accuracy fit in the width); two on a wide figure.
+        let columns = width >= 720 ? 2 : 1, columnWidth = (right - left + 40) / Double(columns)
         let rows = (series.count + columns - 1) / columns
         let height = legendTop + Double(rows) * rowHeight + 8
 
@@ -116,7 +117,7 @@ public enum SVGPlot {
             s += "/>" + marker(st.marker, x: x + 13, y: y, color: st.color, filled: st.filled)
             var label = SVG.escape(ser.name + ser.mark)
             if let c = ser.clean { label += " <tspan fill=\"#555\">(clean \(String(format: "%.1f%%", c * 100)))</tspan>" }
-            s += "<text x=\"\(SVG.number(x + 32))\" y=\"\(SVG.number(y + 4))\">\(label)</text></g>"
+            s += "<text x=\"\(SVG.number(x + 32))\" y=\"\(SVG.number(y + 4.5))\" font-size=\"13\">\(label)</text></g>"
         }
         s += "</g>\n</svg>\n"
         return s
