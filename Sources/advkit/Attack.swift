@@ -232,7 +232,7 @@ struct AttackCommand: ParsableCommand {
                 settings["threads"] = Parallelism.threads
                 settings["seed"] = seed
                 if let e = eps { settings["eps_given_as"] = e.text }
-                let perImage = try JSONSerialization.jsonObject(with: JSONEncoder().encode(result.outcomes))
+                let perImage = outcomeRecords(result.outcomes)
                 try writeJSON(["clean_accuracy": result.cleanAccuracy, "robust_accuracy": result.robustAccuracy,
                                "success_rate": result.successRate, "median_l2": result.medianL2 as Any,
                                "median_linf": result.medianLinf as Any, "mean_l2": result.meanL2 as Any,
