@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 
 /// The only file that imports CKernels: thin, typed wrappers over the C kernels. Callers validate shapes
 /// first (the C side trusts its arguments); these wrappers check them again with preconditions.
@@ -46,6 +47,13 @@ enum Kernels {
                             weight: Tensor, bias: Tensor?, shape s: ck_conv2d_shape, activation: FusedActivation = .none) {
         ready()
         var s = s
+        if let packs = WinogradFilterCache.shared.packs(weight: weight, shape: s, inputGradient: false) {
+            withExtendedLifetime(packs) {
+                ck_conv2d_winograd_forward_packed(out.storage.pointer, workspace, packs.pointer, input.storage.pointer,
+                                                  bias?.storage.pointer, &s, activation.ck, activation.bound)
+            }
+            return
+        }
         ck_conv2d_forward(out.storage.pointer, workspace, input.storage.pointer, weight.storage.pointer,
                           bias?.storage.pointer, &s, activation.ck, activation.bound)
     }
@@ -60,6 +68,13 @@ enum Kernels {
                              dOut: Tensor, input: Tensor, weight: Tensor, shape s: ck_conv2d_shape) {
         ready()
         var s = s
+        if let dInput, dWeight == nil, dBias == nil,
+           let packs = WinogradFilterCache.shared.packs(weight: weight, shape: s, inputGradient: true) {
+            withExtendedLifetime(packs) {
+                ck_conv2d_winograd_backward_input_packed(dInput, workspace, packs.pointer, dOut.storage.pointer, &s)
+            }
+            return
+        }
         ck_conv2d_backward(dInput, dWeight, dBias, workspace, dOut.storage.pointer, input.storage.pointer,
                            weight.storage.pointer, &s)
     }
@@ -132,6 +147,20 @@ enum Kernels {
 
     static func relu(out: inout Tensor, input: Tensor) {
         ck_relu_forward(out.storage.pointer, input.storage.pointer, input.count)
+    }
+
+    /// out = max(a + b, 0), one pass over the threads (residual.c).
+    static func addReLU(out: inout Tensor, _ a: Tensor, _ b: Tensor) {
+        ready()
+        precondition(a.count == b.count && out.count == a.count)
+        ck_add_relu_forward(out.storage.pointer, a.storage.pointer, b.storage.pointer, a.count)
+    }
+
+    /// da, db += dOut where out > 0 (nil: not wanted; the same pointer twice adds twice).
+    static func addReLUBackward(_ da: UnsafeMutablePointer<Float>?, _ db: UnsafeMutablePointer<Float>?, dOut: Tensor, out: Tensor) {
+        ready()
+        precondition(dOut.count == out.count)
+        ck_add_relu_backward(da, db, dOut.storage.pointer, out.storage.pointer, out.count)
     }
 
     static func reluBackward(dInput: UnsafeMutablePointer<Float>, dOut: Tensor, out: Tensor) {
@@ -440,5 +469,145 @@ extension Kernels {
         ready()
         var s = s
         ck_avgpool2d_general_backward(dInput, dOut.storage.pointer, &s, countIncludePad ? 1 : 0)
+    }
+}
+
+/// Winograd-transformed filters kept across calls with the same weights (Lavin & Gray 2016's U = G g Gᵀ, see
+/// winograd.c): during an attack the weights do not change, and transforming them again on every step cost a
+/// pass over every 3x3 layer's filters per direction (ResNet-18: ~17M floats written per direction and pass).
+///
+/// Keyed by the weight's buffer, which the cache holds (a strong reference): while it does, the buffer is shared,
+/// so every write through `Tensor`'s API (an optimizer step, `withUnsafeMutableBufferPointer`, a subscript) copies
+/// it first (copy-on-write) and the weight then lives in another buffer, which misses. A cached buffer's contents
+/// therefore never change, and training never reads a stale transform; the tape's pools check the same
+/// uniqueness before they write a buffer again. Entries whose weight nobody else holds any more are dropped on the
+/// next miss, and the least recently used ones beyond `capacityFloats`.
+///
+/// Results are bit for bit those of the uncached path (the same packs, the same run). `ADVKIT_WINOGRAD_CACHE=off`
+/// turns it off (A/B measurements).
+final class WinogradFilterCache: @unchecked Sendable {
+    static let shared = WinogradFilterCache()
+
+    /// One weight buffer's transformed filters, for either direction (one entry, so that the cache holds the
+    /// weight once and "only the cache holds it" is a unique reference).
+    private final class Entry {
+        var weight: TensorStorage
+        var packs: [TensorStorage?] = [nil, nil]  // forward, input gradient
+        var lastUse: UInt64
+        init(weight: TensorStorage, lastUse: UInt64) {
+            self.weight = weight
+            self.lastUse = lastUse
+        }
+        var floats: Int { packs.reduce(0) { $0 + ($1?.capacity ?? 0) } }
+        /// Nobody but this entry holds the weight any more: it can never be used again.
+        func weightIsDead() -> Bool { isKnownUniquelyReferenced(&weight) }
+    }
+
+    private struct Key: Hashable {
+        let weight: ObjectIdentifier
+        let c: Int, oc: Int
+    }
+
+    private let lock = NSLock()
+    private var entries: [Key: Entry] = [:]
+    private var clock: UInt64 = 0
+    private var floats = 0
+    private var enabledValue = ProcessInfo.processInfo.environment["ADVKIT_WINOGRAD_CACHE"] != "off"
+    private var capacity = 64 << 20
+    private var hitCount = 0, missCount = 0
+
+    /// Whether calls use the cache (off: every call transforms its filters, as before).
+    var enabled: Bool {
+        get { lock.lock(); defer { lock.unlock() }; return enabledValue }
+        set { lock.lock(); defer { lock.unlock() }; enabledValue = newValue; if !newValue { removeAllLocked() } }
+    }
+
+    /// The most floats of transformed filters kept (64M floats, 256 MB; ResNet-18's both directions take ~35M).
+    var capacityFloats: Int {
+        get { lock.lock(); defer { lock.unlock() }; return capacity }
+        set { lock.lock(); defer { lock.unlock() }; capacity = newValue; evictLocked(needing: 0) }
+    }
+
+    /// Diagnostics (tests): calls served from the cache, calls that transformed, weights and floats held.
+    var statistics: (hits: Int, misses: Int, entries: Int, floats: Int) {
+        lock.lock(); defer { lock.unlock() }
+        return (hitCount, missCount, entries.count, floats)
+    }
+
+    /// Forgets every entry and zeroes the counters.
+    func removeAll() { lock.lock(); defer { lock.unlock() }; removeAllLocked() }
+
+    private func removeAllLocked() {
+        entries.removeAll()
+        floats = 0
+        hitCount = 0
+        missCount = 0
+    }
+
+    /// The transformed filters of `weight` for a convolution of shape `s` in one direction, or nil when the
+    /// Winograd route does not take it (or the cache is off): the caller then runs the ordinary entry point.
+    func packs(weight: Tensor, shape s: ck_conv2d_shape, inputGradient: Bool) -> TensorStorage? {
+        var s = s
+        guard ck_winograd_f2x3_applies(&s) != 0 else { return nil }
+        precondition(weight.count == s.OC * s.C * 9, "Winograd filters: weight \(weight.shape) for shape C \(s.C) OC \(s.OC)")
+        lock.lock(); defer { lock.unlock() }
+        guard enabledValue else { return nil }
+        clock += 1
+        let key = Key(weight: ObjectIdentifier(weight.storage), c: s.C, oc: s.OC)
+        let slot = inputGradient ? 1 : 0
+        if let e = entries[key], e.weight === weight.storage, let p = e.packs[slot] {
+            e.lastUse = clock
+            hitCount += 1
+            return p
+        }
+        missCount += 1
+        let n = ck_winograd_f2x3_filter_floats(&s, inputGradient ? 1 : 0)
+        let packs = TensorStorage(capacity: n)
+        ck_winograd_f2x3_filters(packs.pointer, weight.storage.pointer, &s, inputGradient ? 1 : 0)
+        evictLocked(needing: n)
+        if floats + n <= capacity {
+            let e = entries[key] ?? Entry(weight: weight.storage, lastUse: clock)
+            e.packs[slot] = packs
+            e.lastUse = clock
+            entries[key] = e
+            floats += n
+        }
+        return packs
+    }
+
+    /// Drops the entries whose weight only the cache still holds, then the least recently used ones until `n`
+    /// more floats fit.
+    private func evictLocked(needing n: Int) {
+        let dead = entries.compactMap { $0.value.weightIsDead() ? $0.key : nil }
+        for k in dead {
+            floats -= entries[k]!.floats
+            entries[k] = nil
+        }
+        while floats + n > capacity, let oldest = entries.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+            entries[oldest.key] = nil
+            floats -= oldest.value.floats
+        }
+    }
+}
+
+/// The Winograd filter cache's switch and counters, for tests and A/B measurements (see `WinogradFilterCache`).
+@_spi(Testing) public enum WinogradFilterCacheControl {
+    /// Off: every Winograd convolution transforms its filters on each call, as before the cache.
+    public static var enabled: Bool {
+        get { WinogradFilterCache.shared.enabled }
+        set { WinogradFilterCache.shared.enabled = newValue }
+    }
+    /// Calls served from the cache, calls that transformed, entries and floats held.
+    public static var statistics: (hits: Int, misses: Int, entries: Int, floats: Int) { WinogradFilterCache.shared.statistics }
+    public static func removeAll() { WinogradFilterCache.shared.removeAll() }
+    public static var capacityFloats: Int {
+        get { WinogradFilterCache.shared.capacityFloats }
+        set { WinogradFilterCache.shared.capacityFloats = newValue }
+    }
+    /// Whether a 3x3 convolution of this many channels, stride 1 and padding 1, takes the Winograd route here.
+    public static func winogradApplies(inputChannels c: Int, outputChannels oc: Int) -> Bool {
+        Kernels.ready()
+        var s = ck_conv2d_shape(N: 1, C: c, H: 4, W: 4, OC: oc, KH: 3, KW: 3, stride: 1, pad: 1, OH: 4, OW: 4)
+        return ck_winograd_f2x3_applies(&s) != 0
     }
 }

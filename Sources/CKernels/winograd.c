@@ -59,7 +59,9 @@ size_t ck_winograd_f2x3_workspace_floats(const ck_conv2d_shape *s, size_t thread
 }
 
 typedef struct {
-    float *y, *work, *packs;
+    float *y, *work;
+    const float *packs;  // the 16 transformed filters run_part reads
+    float *packs_out;    // where transform_filters writes them
     const float *x, *weight, *bias;
     wg_geom g;
     size_t C, OC;      // the weight's (OC, C, 3, 3)
@@ -94,7 +96,7 @@ static void transform_filters(void *ctx, size_t begin, size_t end, size_t t) {
                 gf[2][b] = 0.5f * (f[0][b] - f[1][b] + f[2][b]);
                 gf[3][b] = f[2][b];
             }
-            float *dst = j->packs + (co / WG_MR) * CI * WG_MR + ci * WG_MR + co % WG_MR;
+            float *dst = j->packs_out + (co / WG_MR) * CI * WG_MR + ci * WG_MR + co % WG_MR;
             for (int a = 0; a < 4; a++) {  // (G f) Gᵀ
                 const float u[4] = {gf[a][0], 0.5f * (gf[a][0] + gf[a][1] + gf[a][2]),
                                     0.5f * (gf[a][0] - gf[a][1] + gf[a][2]), gf[a][2]};
@@ -203,15 +205,22 @@ static void run_part(void *ctx, size_t begin, size_t end, size_t t) {
     }
 }
 
-static void run(wg_job *j) {
+// The 16 packed U_ξ of j's run into j->packs_out (16 * pack_floats(CO, CI) floats).
+static void pack_filters(wg_job *j) {
     const size_t pf = pack_floats(j->g.CO, j->g.CI);
-    j->packs = j->work;
-    j->work = j->work + 16 * pf;
     if (j->g.CO % WG_MR) {  // the last panel's rows past CO are zero (transform_filters writes the others)
         const size_t last = (j->g.CO / WG_MR) * j->g.CI * WG_MR;
-        for (size_t xi = 0; xi < 16; xi++) memset(j->packs + xi * pf + last, 0, j->g.CI * WG_MR * sizeof(float));
+        for (size_t xi = 0; xi < 16; xi++) memset(j->packs_out + xi * pf + last, 0, j->g.CI * WG_MR * sizeof(float));
     }
     ck_parallel_for(j->g.CO, transform_filters, j);
+}
+
+// Transforms the filters into the front of the workspace, then runs the images.
+static void run(wg_job *j) {
+    j->packs_out = j->work;
+    j->packs = j->work;
+    j->work = j->work + 16 * pack_floats(j->g.CO, j->g.CI);
+    pack_filters(j);
     ck_parallel_for(j->g.N, run_part, j);
 }
 
@@ -246,4 +255,63 @@ void ck_conv2d_winograd_backward_input(float *dinp, float *work, const float *do
     j.transposed = 1;
     j.accumulate = 1;
     run(&j);
+}
+
+// ---- the filter transform apart, for callers that keep it across calls with unchanged weights ---------------
+// (an attack's steps: the weights stay, only the images move). The results are bit for bit those of the entry
+// points above: the same packs, the same run.
+
+static wg_job filter_job(float *packs, const float *weight, const ck_conv2d_shape *s, int input_gradient) {
+    wg_job j = {0};
+    j.packs_out = packs;
+    j.weight = weight;
+    j.g = input_gradient ? geometry(s->N, s->OC, s->C, s->H, s->W) : geometry(s->N, s->C, s->OC, s->H, s->W);
+    j.C = s->C;
+    j.OC = s->OC;
+    j.transposed = input_gradient;
+    return j;
+}
+
+size_t ck_winograd_f2x3_filter_floats(const ck_conv2d_shape *s, int input_gradient) {
+    return 16 * (input_gradient ? pack_floats(s->C, s->OC) : pack_floats(s->OC, s->C));
+}
+
+void ck_winograd_f2x3_filters(float *packs, const float *weight, const ck_conv2d_shape *s, int input_gradient) {
+    // weight (OC,C,3,3) -> packs: 16 U_ξ, each (OC, C) (forward) or (C, OC) of the rotated filters (input
+    // gradient), in ck_gemm_small's 6-row panels; ck_winograd_f2x3_filter_floats(s, input_gradient) floats.
+    wg_job j = filter_job(packs, weight, s, input_gradient);
+    pack_filters(&j);
+}
+
+void ck_conv2d_winograd_forward_packed(float *out, float *work, const float *packs, const float *inp, const float *bias,
+                                       const ck_conv2d_shape *s, ck_activation act, float bound) {
+    // inp (N,C,H,W), packs from ck_winograd_f2x3_filters(.., 0), bias (OC) or NULL -> out (N,OC,H,W)
+    wg_job j = {0};
+    j.y = out;
+    j.work = work;
+    j.packs = packs;
+    j.x = inp;
+    j.bias = bias;
+    j.g = geometry(s->N, s->C, s->OC, s->H, s->W);
+    j.C = s->C;
+    j.OC = s->OC;
+    j.act = act;
+    j.bound = bound;
+    ck_parallel_for(j.g.N, run_part, &j);
+}
+
+void ck_conv2d_winograd_backward_input_packed(float *dinp, float *work, const float *packs, const float *dout,
+                                              const ck_conv2d_shape *s) {
+    // dout (N,OC,H,W), packs from ck_winograd_f2x3_filters(.., 1) -> dinp (N,C,H,W), added into
+    wg_job j = {0};
+    j.y = dinp;
+    j.work = work;
+    j.packs = packs;
+    j.x = dout;
+    j.g = geometry(s->N, s->OC, s->C, s->H, s->W);
+    j.C = s->C;
+    j.OC = s->OC;
+    j.transposed = 1;
+    j.accumulate = 1;
+    ck_parallel_for(j.g.N, run_part, &j);
 }

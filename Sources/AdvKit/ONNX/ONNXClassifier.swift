@@ -85,6 +85,8 @@ public final class ONNXClassifier: Classifier {
     var intConstants: [String: (values: [Int64], dims: [Int])] = [:]
     /// Node index -> the activation fused into it (a Relu that followed it, now an alias).
     var fused: [Int: FusedActivation] = [:]
+    /// Add nodes whose Relu (now an alias) runs with them as one node: ResNet's residual join.
+    var addReLU = Set<Int>()
     /// (OUT, IN) copies of (IN, OUT) initializers that a Gemm/MatMul reads as Linear's weight.
     var transposed: [ObjectIdentifier: Parameter] = [:]
     /// Tensor renames from removed nodes (their output -> the tensor it equals).
@@ -258,6 +260,18 @@ public final class ONNXClassifier: Classifier {
         if fusedCount > 0 { notes.append("fused \(fusedCount) Relu into the Conv/Gemm before it") }
         let clips = fuseClipsIntoConvolutions(producer: producer, graphOutputs: outputs, removed: &removed)
         if clips > 0 { notes.append("fused \(clips) Clip(0, t) into the Conv before it (bounded ReLU)") }
+        // Relu after an Add that only it reads (ResNet's residual join): one node, one pass each way.
+        var joins = 0
+        for (i, n) in nodes.enumerated() where n.opType == "Relu" && !removed.contains(i) {
+            let src = resolve(n.inputs[0])
+            guard let p = producer[src], nodes[p].opType == "Add", !removed.contains(p), !addReLU.contains(p),
+                  readers[src] == 1, !outputs.contains(src), resolve(resolvedOutput) != src else { continue }
+            addReLU.insert(p)
+            alias[n.outputs[0]] = src
+            removed.insert(i)
+            joins += 1
+        }
+        if joins > 0 { notes.append("fused \(joins) Relu into the Add before it (residual join)") }
         order = nodes.indices.filter { !removed.contains($0) }
         // The parameters the remaining graph reads, in graph order.
         var seen = Set<String>()

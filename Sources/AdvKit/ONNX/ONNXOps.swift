@@ -122,7 +122,7 @@ enum ONNXOps {
         "HardSwish": unary { t, x, _ in t.hardSwish(x) },
         "Neg": unary { t, x, _ in t.negate(x) },
         "Clip": clip,
-        "Add": binary(+, { $0.broadcastAdd($1, $2) }), "Sub": binary(-, { $0.subtract($1, $2) }),
+        "Add": add, "Sub": binary(-, { $0.subtract($1, $2) }),
         "Mul": binary(*, { $0.multiply($1, $2) }),
         "Div": binary({ $1 == 0 ? 0 : $0 / $1 }, { $0.divide($1, $2) }),
         "MaxPool": maxPool, "AveragePool": averagePool,
@@ -280,6 +280,21 @@ enum ONNXOps {
             _ = try Tape.broadcastShape(a.shape, b.shape)
             return [.variable(g(c.tape, a, b))]
         }
+    }
+
+    static let plainAdd = binary(+, { $0.broadcastAdd($1, $2) })
+
+    /// Add, and Add + Relu when the importer fused them (`ONNXClassifier.addReLU`): two image-dependent operands
+    /// of one shape take the one-pass residual join, anything else the broadcasting add and then a ReLU.
+    static func add(_ c: Context, _ i: [ONNXValue?]) throws -> [ONNXValue] {
+        guard c.classifier.addReLU.contains(c.index) else { return try plainAdd(c, i) }
+        if case .variable(let a)? = i[0], case .variable(let b)? = i[1], a.shape == b.shape {
+            return [.variable(c.tape.addReLU(a, b))]
+        }
+        guard case .variable(let sum)? = try plainAdd(c, i).first else {
+            throw AdvKitError.invalidData("a Relu after an Add of integer constants")
+        }
+        return [.variable(c.tape.relu(sum))]
     }
 
     static func softmax(_ c: Context, _ i: [ONNXValue?]) throws -> [ONNXValue] {
@@ -714,5 +729,27 @@ extension ONNXClassifier {
             count += 1
         }
         return count
+    }
+}
+
+extension Tape {
+    /// max(a + b, 0) for two tensors of one shape, as one node (ResNet's residual join: He et al. 2016,
+    /// y = relu(F(x) + x)): the same values as `relu(broadcastAdd(a, b))`, in one pass each way instead of two
+    /// (each single-threaded). Pullback: ∂/∂a = ∂/∂b = g where the output is > 0.
+    @_spi(Testing) public func addReLU(_ a: Variable, _ b: Variable) -> Variable {
+        precondition(a.tape === self && b.tape === self, "a variable from another tape was used")
+        precondition(a.shape == b.shape, "addReLU: shapes \(a.shape) and \(b.shape) differ")
+        var out = newValue(a.shape)
+        Kernels.addReLU(out: &out, a.value, b.value)
+        let ia = a.index, ib = b.index, io = nodes.count
+        return custom([a, b], value: out) { [unowned self] g in
+            let da = self.gradPointer(ia), db = ia == ib ? nil : self.gradPointer(ib)
+            if ia == ib, let da {  // x + x: the gradient twice
+                Kernels.addReLUBackward(da, da, dOut: g, out: self.nodes[io].value)
+            } else {
+                Kernels.addReLUBackward(da, db, dOut: g, out: self.nodes[io].value)
+            }
+            return [nil, nil]
+        }
     }
 }

@@ -290,6 +290,25 @@ void ck_conv2d_winograd_forward(float *out, float *work, const float *inp, const
 // dout (N,OC,H,W), weight (OC,C,3,3) -> dinp (N,C,H,W), added into.
 void ck_conv2d_winograd_backward_input(float *dinp, float *work, const float *dout, const float *weight,
                                        const ck_conv2d_shape *s);
+// The filter transform apart (a caller keeps it while the weights do not change, e.g. over an attack's steps):
+// packs (ck_winograd_f2x3_filter_floats(s, input_gradient) floats) = the 16 transformed filters of weight
+// (OC,C,3,3) for the forward pass (input_gradient 0) or the input gradient (1). The *_packed entry points then
+// give bit for bit the results of the two above; their work is ck_winograd_f2x3_workspace_floats(s, threads).
+size_t ck_winograd_f2x3_filter_floats(const ck_conv2d_shape *s, int input_gradient);
+void ck_winograd_f2x3_filters(float *packs, const float *weight, const ck_conv2d_shape *s, int input_gradient);
+// inp (N,C,H,W), packs (forward), bias (OC) or NULL -> out (N,OC,H,W) = act(conv(inp) + bias).
+void ck_conv2d_winograd_forward_packed(float *out, float *work, const float *packs, const float *inp, const float *bias,
+                                       const ck_conv2d_shape *s, ck_activation act, float bound);
+// dout (N,OC,H,W), packs (input gradient) -> dinp (N,C,H,W), added into.
+void ck_conv2d_winograd_backward_input_packed(float *dinp, float *work, const float *packs, const float *dout,
+                                              const ck_conv2d_shape *s);
+
+// ---- Residual join (residual.c) ---------------------------------------------------------------------------
+// out = max(a + b, 0) in one pass (ResNet's block output); elementwise, split over the threads.
+// a (n), b (n) -> out (n).
+void ck_add_relu_forward(float *out, const float *a, const float *b, size_t n);
+// dout (n), out (n) the forward's output -> da (n), db (n) += dout where out > 0 (NULL: not wanted).
+void ck_add_relu_backward(float *da, float *db, const float *dout, const float *out, size_t n);
 
 // ---- Depthwise convolution, channels innermost (depthwise2d.c) -----------------------------------------
 // G == C == OC (one filter per channel), any stride, padding and dilation. conv_general.c routes the forward
