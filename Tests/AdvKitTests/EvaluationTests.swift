@@ -220,6 +220,40 @@ final class EvaluationTests: XCTestCase {
         }
     }
 
+    /// `--shard` and `merge` on a user's model: each share fine-tunes and writes back only its own defenses, and
+    /// the merged folder has the one run's results and every hardened file the results name.
+    func testAUsersModelShardsAndMergesToTheOneRunsResults() throws {
+        let path = RepositoryPaths.root + "/Tests/Fixtures/onnx/cnn_dynamo.onnx"
+        var s = tinySettings()
+        s.defenses = [.none, .fgsmAT(epsilon: 0.1, ratio: 0.5), .noise(sigma: 0.1, draws: 2)]
+        s.attacks = [.fgsm, .pgd]
+        s.limit = 16
+        s.trainImages = 64
+        let train = squaresDataset(count: 160, classes: 10, size: 28, seed: 7), test = squaresDataset(count: 16, classes: 10, size: 28, seed: 8)
+        func evaluate(_ dir: String, shard: (index: Int, count: Int)?) throws -> EvaluationResults {
+            let e = try Evaluator(settings: s, train: train, test: test, outputDirectory: dir, userModel: try UserModel.onnx(path))
+            e.progressStyle = .silent
+            e.shard = shard
+            let r = try e.run()
+            _ = try ReportWriter.write(r, evaluator: e, classNames: test.classNames)
+            return r
+        }
+        let whole = try evaluate(temporaryDirectory("user-whole"), shard: nil)
+        let s0 = temporaryDirectory("user-shard0"), s1 = temporaryDirectory("user-shard1"), merged = temporaryDirectory("user-merged")
+        let a = try evaluate(s0, shard: (0, 2)), b = try evaluate(s1, shard: (1, 2))
+        XCTAssertEqual(a.models.map(\.name), ["none", "noise"])
+        XCTAssertEqual(b.models.map(\.name), ["fgsm-at"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: s0 + "/hardened/fgsm-at.onnx"), "share 0 does not fine-tune fgsm-at")
+        let joined = try ReportWriter.merge([s0, s1], into: merged)
+        XCTAssertEqual(joined, whole, "merging the shares gives what one run gives")
+        XCTAssertEqual(joined.settings.model?.sha256, try SHA256.hex(ofFile: path))
+        let at = try XCTUnwrap(joined.models.first { $0.name == "fgsm-at" })
+        let hardened = try XCTUnwrap(at.hardenedFile)
+        XCTAssertEqual(try SHA256.hex(ofFile: merged + "/" + hardened), at.hardenedSHA256, "the merged folder holds the hardened model it names")
+        let md = try String(contentsOfFile: merged + "/report.md", encoding: .utf8)
+        XCTAssertTrue(md.contains("**Model evaluated:** `\(path)` (onnx"), String(md.prefix(400)))
+    }
+
     /// Issue "Honest numbers", items 1-3: each cell and curve says the form it ran, the detector's sanity checks
     /// compare its own attack with itself and report its own loss, models name their cached files, and galleries
     /// show successful attacks first.

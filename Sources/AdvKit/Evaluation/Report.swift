@@ -152,6 +152,8 @@ public enum ReportWriter {
     public static func merge(_ dirs: [String], into out: String) throws -> EvaluationResults {
         let parts = try dirs.map(read)
         let merged = try EvaluationResults.merge(parts.map(\.results))
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try copyHardenedFiles(merged, from: dirs, to: out)
         let kept = try dirs.compactMap(readPictures)
         var timings: [String: Double] = [:]
         for (i, p) in parts.enumerated() { for (k, v) in p.timings { timings["shard \(i) \(k)"] = v } }
