@@ -12,7 +12,9 @@ import Foundation
 /// wrote it. A file that does not decode, or that another version wrote, is recomputed, never trusted.
 struct EvaluationJournal {
     /// v2: cells and curves carry their attack form and `adaptive`; galleries their picked rows.
-    static let formatVersion = "journal-v2"
+    /// v3: the noise defense's draws are keyed per image (`NoisyClassifier`), so a v2 noise cell is not what this
+    /// code computes; galleries carry the clean confidence.
+    static let formatVersion = "journal-v3"
     let directory: String
 
     init(outputDirectory: String, settings: EvaluationSettings, test: Dataset) throws {
