@@ -522,7 +522,7 @@ final class WinogradFilterCache: @unchecked Sendable {
         set { lock.lock(); defer { lock.unlock() }; enabledValue = newValue; if !newValue { removeAllLocked() } }
     }
 
-    /// The most floats of transformed filters kept (64M floats, 256 MB; ResNet-18's both directions take ~35M).
+    /// The most floats of transformed filters kept (64M floats, 256 MB; ResNet-18's both directions take 33.9M).
     var capacityFloats: Int {
         get { lock.lock(); defer { lock.unlock() }; return capacity }
         set { lock.lock(); defer { lock.unlock() }; capacity = newValue; evictLocked(needing: 0) }
