@@ -252,6 +252,18 @@ final class EvaluationTests: XCTestCase {
         XCTAssertEqual(try SHA256.hex(ofFile: merged + "/" + hardened), at.hardenedSHA256, "the merged folder holds the hardened model it names")
         let md = try String(contentsOfFile: merged + "/report.md", encoding: .utf8)
         XCTAssertTrue(md.contains("**Model evaluated:** `\(path)` (onnx"), String(md.prefix(400)))
+
+        // A share run at another thread count (its numbers differ in the last bits) is refused, naming both.
+        let json = s1 + "/results.json"
+        var doc = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any])
+        var versions = try XCTUnwrap(doc["versions"] as? [String: Any])
+        versions["threads"] = (versions["threads"] as? Int ?? 1) + 7
+        doc["versions"] = versions
+        try JSONSerialization.data(withJSONObject: doc).write(to: URL(fileURLWithPath: json))
+        XCTAssertThrowsError(try ReportWriter.merge([s0, s1], into: temporaryDirectory("user-mixed"))) {
+            XCTAssertTrue("\($0)".contains("the shares ran at different thread counts"), "\($0)")
+            XCTAssertTrue("\($0)".contains(s1), "\($0)")
+        }
     }
 
     /// Issue "Honest numbers", items 1-3: each cell and curve says the form it ran, the detector's sanity checks

@@ -151,6 +151,7 @@ public enum ReportWriter {
     @discardableResult
     public static func merge(_ dirs: [String], into out: String) throws -> EvaluationResults {
         let parts = try dirs.map(read)
+        try checkSameEnvironment(dirs)
         let merged = try EvaluationResults.merge(parts.map(\.results))
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         try copyHardenedFiles(merged, from: dirs, to: out)
