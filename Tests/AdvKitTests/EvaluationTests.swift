@@ -208,6 +208,7 @@ final class EvaluationTests: XCTestCase {
         XCTAssertTrue(md.contains("**Headline:** clean accuracy"), String(md.prefix(600)))
         XCTAssertTrue(md.contains("AutoAttack (standard) robust accuracy at L∞ ε = 0.1"))
         XCTAssertTrue(md.contains("fgsm-at → `hardened/fgsm-at.onnx`"))
+        XCTAssertTrue(md.contains("the randomised defense (noise) got its rand version"), md)
 
         // An architecture-changing defense is refused for a user's model; no training images: only none and noise.
         s.defenses = [.none, .boundedReLU(bound: 1)]

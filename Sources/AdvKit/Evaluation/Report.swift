@@ -383,7 +383,11 @@ public enum ReportWriter {
             }
             var aa = "AutoAttack ran at \(steps) steps and \(queries) Square queries"
             aa += steps == 100 && queries == 5000 ? " (the paper's budget)" : " (the paper: 100 and 5,000)"
-            aa += "; the noise defense got its rand version. Images each component broke, of those the earlier ones left: "
+            let randomised = r.whiteBox.filter { $0.attack == "autoattack" && $0.form.contains("AutoAttack rand") }.map(\.defense)
+            if !randomised.isEmpty {
+                aa += "; the randomised defense\(randomised.count == 1 ? "" : "s") (\(randomised.joined(separator: ", "))) got its rand version"
+            }
+            aa += ". Images each component broke, of those the earlier ones left: "
             notes.append(aa + parts.joined(separator: "; ") + ".")
         }
         if r.whiteBox.contains(where: { !$0.adaptive }) { notes.append(notAdaptive) }
