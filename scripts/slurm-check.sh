@@ -206,7 +206,10 @@ fi
 squeue
 [ "$(jobstate "${A}_$K")" = PENDING ] || die "task $K was not requeued: $(fields "${A}_$K")"
 if [ "${SLURM_DELAY:-0}" != 1 ]; then
-    say "scontrol update jobid=${A}_$K StartTime=now (skips Slurm's ~2 minute delay before a requeued job starts)"
+    # Not at once: slurmd refuses to launch a job id it has just killed ("Job N already killed, do not launch batch
+    # job", and the task FAILS), seen on an idle machine when this update came 0.7 s after the kill's cleanup.
+    sleep 15
+    say "scontrol update jobid=${A}_$K StartTime=now (skips the rest of Slurm's ~2 minute delay before a requeued job starts)"
     scontrol update jobid="${A}_$K" StartTime=now
 fi
 lap "kill task $K, requeue"
@@ -221,6 +224,11 @@ if [ "$MANUAL" = 1 ]; then
 fi
 for i in $(seq 1 3600); do
     [ -z "$(squeue -h -j "$A,$M" 2>/dev/null)" ] && break
+    # A FAILED task leaves the merge's afterok unsatisfiable for good (Slurm 22.05): stop here, not after an hour.
+    if scontrol show job "$M" 2>/dev/null | grep -q 'Reason=DependencyNeverSatisfied'; then
+        for j in "${A}_0" "${A}_1" "$M"; do say "  $j: $(fields "$j")"; done
+        die "the merge can never start: a task failed (the logs: slurm-${A}_0.out, slurm-${A}_1.out)"
+    fi
     sleep 1
 done
 [ -z "$(squeue -h -j "$A,$M")" ] || die "jobs still queued after an hour: $(squeue)"

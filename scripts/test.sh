@@ -29,7 +29,3 @@ swift test -c release --skip-build --disable-swift-testing
 # report.html in a real browser (issue 16): headless Chromium (installed when missing) renders the report of a small
 # evaluation of its own and checks the page, its script, plots, galleries and tables (~1 min on 2 cores).
 bash scripts/check-report.sh
-# deploy/slurm-evaluate.sh run by a real Slurm (issue 19): a one-node cluster on this machine, a 2-task job array
-# with one task killed and requeued, the merge, and the merged results against one process's (~3 min with the
-# release advkit above; docs/DISTRIBUTED.md has its output).
-ADVKIT=$(swift build -c release --show-bin-path)/advkit bash scripts/slurm-check.sh
