@@ -34,6 +34,11 @@ public enum Mode: Sendable {
 /// same graph writes into it, so an attack's inner loop does not allocate per step. A buffer that the caller
 /// still holds (say, a returned gradient) is never reused: the tape makes a new one instead.
 ///
+/// Large buffers also outlive the tape: when a tape is released (an attack's batch is done), its buffers of
+/// 32 MiB and more that nobody else holds go to a process-wide pool, by size, and the next tape draws from it, so
+/// the next batch of the same attack and model writes into memory that is already mapped instead of faulting
+/// fresh pages in (`recycledBytesLimit`; the pool is emptied after two idle seconds).
+///
 /// ```swift
 /// let tape = Tape()
 /// let x = tape.input(images)
@@ -62,10 +67,62 @@ public final class Tape {
     var premasked: [Bool] = []
     /// The node `gradients` started from (its gradient is the caller's seed).
     var gradientOutput = -1
-    private var scratch: TensorStorage = TensorStorage(capacity: 0)
+    private var scratch: TensorStorage = TensorStorage.empty
 
     public init(mode: Mode = .inference) {
         self.mode = mode
+    }
+
+    /// Hands the buffers nobody else holds to the process-wide pool for the next tape.
+    deinit {
+        nodes.removeAll()
+        grads.removeAll()
+        var released: [TensorStorage] = []
+        // Take each buffer out of its pool before asking whether anyone else holds it (a binding would count).
+        func release(_ s: inout TensorStorage) {
+            if s.capacity > 0 && isKnownUniquelyReferenced(&s) { released.append(s) }
+        }
+        while var s = valuePool.popLast() { release(&s) }
+        while var s = gradPool.popLast() { release(&s) }
+        for key in Array(savedPool.keys) {
+            if var s = savedPool.removeValue(forKey: key) { release(&s) }
+        }
+        var s = TensorStorage.empty
+        swap(&s, &scratch)
+        release(&s)
+        s = TensorStorage.empty
+        swap(&s, &maskStorage)
+        release(&s)
+        BufferRecycler.shared.give(released)
+    }
+
+    /// Bytes of released tape buffers the process keeps for later tapes (the next batch of an attack); 0 turns
+    /// the pool off and empties it. Default: the smaller of 2 GiB and a quarter of physical memory.
+    ///
+    /// The pool keeps buffers of 32 MiB and more (glibc maps and unmaps those on every allocation; it recycles
+    /// smaller ones itself) that nobody else references. A tape that mostly does not find its sizes there frees
+    /// pooled bytes as it allocates, so a change of shapes (a smaller last batch, another model) does not add the
+    /// pool to the process's peak memory. Results do not depend on it (tested bit for bit).
+    public static var recycledBytesLimit: Int {
+        get { BufferRecycler.shared.limit }
+        set { BufferRecycler.shared.setLimit(newValue) }
+    }
+
+    /// Frees every buffer in the process-wide pool now (it is also emptied after two idle seconds).
+    public static func dropRecycledBuffers() { BufferRecycler.shared.drop() }
+
+    /// The smallest buffer the pool keeps, in bytes: 32 MiB, glibc's largest mmap threshold on 64-bit. Smaller
+    /// buffers come back from malloc's free lists without new page faults; larger ones glibc always maps and
+    /// unmaps. Tests lower it to run the pool on small models. Setting it empties the pool.
+    @_spi(Testing) public static var recycledMinimumBytes: Int {
+        get { BufferRecycler.shared.minimum }
+        set { BufferRecycler.shared.minimum = newValue }
+    }
+
+    /// The pool's counters since the process started (diagnostics and tests): buffers handed to a new tape,
+    /// requests it could not serve, buffers and bytes it holds now.
+    @_spi(Testing) public static var recyclerStatistics: (hits: Int, misses: Int, buffers: Int, bytes: Int) {
+        BufferRecycler.shared.statistics
     }
 
     /// Forgets the recorded nodes, keeping their buffers for the next forward pass.
@@ -89,6 +146,11 @@ public final class Tape {
     /// Buffers the tape has allocated (forward values, saved tensors, gradients, indices). Once a loop over the
     /// same graph is warm this stops growing: the loop allocates nothing per step (tested).
     @_spi(Testing) public private(set) var allocatedBuffers = 0
+
+    /// Buffers this tape took from the process-wide pool (a released tape's) instead of allocating.
+    @_spi(Testing) public private(set) var recycledBuffers = 0
+    /// Buffers of a size the pool keeps that it could not supply.
+    private var recycleMisses = 0
 
     // MARK: leaves
 
@@ -130,27 +192,56 @@ public final class Tape {
     func newSaved(_ shape: Shape, slot: Int) -> Tensor {
         let key = nodes.count &* 4 &+ slot
         if var s = savedPool.removeValue(forKey: key) {
-            if s.capacity == shape.count && isKnownUniquelyReferenced(&s) {
+            let unique = isKnownUniquelyReferenced(&s)
+            if s.capacity == shape.count && unique {
                 savedPool[key] = s
                 return Tensor(shape: shape, storage: s)
             }
+            if unique && s.capacity > 0 { BufferRecycler.shared.give([s]) }
         }
-        let s = TensorStorage(capacity: shape.count)
-        allocatedBuffers += 1
+        let s = fresh(shape.count)
         savedPool[key] = s
         return Tensor(shape: shape, storage: s)
     }
 
     private func pooled(_ pool: inout [TensorStorage], at i: Int, count: Int) -> TensorStorage {
-        while pool.count <= i { pool.append(TensorStorage(capacity: 0)) }
+        while pool.count <= i { pool.append(TensorStorage.empty) }
         if pool[i].capacity == count && isKnownUniquelyReferenced(&pool[i]) {
             reusedBuffers += 1
             return pool[i]
         }
-        let s = TensorStorage(capacity: count)
+        var old = fresh(count)
+        swap(&old, &pool[i])
+        // A buffer of another size that nobody holds goes to the process-wide pool (a tape switching between
+        // batch sizes); one of this size is not unique, so the caller holds it and it is the caller's.
+        if old.capacity > 0 && old.capacity != count && isKnownUniquelyReferenced(&old) { BufferRecycler.shared.give([old]) }
+        return pool[i]
+    }
+
+    /// A buffer of exactly `count` floats that nobody else holds: a released tape's if the pool has one, else new.
+    private func fresh(_ count: Int) -> TensorStorage {
+        // A tape that misses more than twice as often as it hits (after 8 misses) runs other shapes than the
+        // tapes before it: it frees pooled bytes as it allocates. A tape of the same shapes misses a few odd sizes
+        // (a buffer its caller kept) without emptying the pool it is about to draw from.
+        let recycler = BufferRecycler.shared
+        if recycler.keeps(count) {
+            let strayed = recycleMisses >= 8 && recycleMisses > 2 * recycledBuffers
+            if let s = recycler.take(count, evictOnMiss: strayed) {
+                recycledBuffers += 1
+                return s
+            }
+            recycleMisses += 1
+        }
         allocatedBuffers += 1
-        pool[i] = s
-        return s
+        return TensorStorage(capacity: count)
+    }
+
+    /// Replaces a growing scratch buffer, handing the outgrown one to the pool (the next tape grows through the
+    /// same sizes, and finds them there).
+    private func grow(_ buffer: inout TensorStorage, to count: Int) {
+        var old = fresh(count)
+        swap(&old, &buffer)
+        if old.capacity > 0 && isKnownUniquelyReferenced(&old) { BufferRecycler.shared.give([old]) }
     }
 
     /// Argmax indices for the max-pool node about to be appended.
@@ -170,17 +261,17 @@ public final class Tape {
         return b
     }
 
-    private var maskStorage = TensorStorage(capacity: 0)
+    private var maskStorage = TensorStorage.empty
 
     /// A buffer for a masked upstream gradient (fused activations); valid until the next call.
     func maskScratch(_ shape: Shape) -> Tensor {
-        if maskStorage.capacity < shape.count { maskStorage = TensorStorage(capacity: shape.count) }
+        if maskStorage.capacity < shape.count { grow(&maskStorage, to: shape.count) }
         return Tensor(shape: shape, storage: maskStorage)
     }
 
     /// Scratch memory for one kernel call (convolution's im2col); valid until the next call.
     func scratch(floats: Int) -> UnsafeMutablePointer<Float> {
-        if scratch.capacity < floats { scratch = TensorStorage(capacity: floats) }
+        if scratch.capacity < floats { grow(&scratch, to: floats) }
         return scratch.pointer
     }
 
@@ -302,4 +393,169 @@ final class Int32Buffer {
         pointer = .allocate(capacity: Swift.max(count, 1))
     }
     deinit { pointer.deallocate() }
+}
+
+extension TensorStorage {
+    /// The placeholder of an empty pool slot: shared, so never uniquely referenced and never written.
+    static let empty = TensorStorage(capacity: 0)
+}
+
+/// Released tape buffers, by size, for the next tape: the process-wide pool behind `Tape.recycledBytesLimit`.
+///
+/// Why: an attack builds a new tape per batch, and without the pool every forward value, gradient and saved
+/// buffer of the batch's first step is a new allocation. glibc maps allocations at or above its mmap threshold and
+/// unmaps them on free. The threshold rises with what is freed, so buffers under 32 MiB soon come from the heap
+/// and are reused, but it never passes 32 MiB on 64-bit, and ResNet-18's first-stage activations at batch 128 are
+/// 32 MiB: each batch and each pass faulted those in again, page by page (issue #18: a PGD-10 pass on 128 images
+/// after the first took ~190k page faults, ~17k with the pool). Hence the 32 MiB minimum.
+///
+/// Only uniquely referenced buffers enter (a tape's deinit and outgrown slots check), and a taken buffer leaves the
+/// pool, so a buffer is in one place at a time and copy-on-write holds. Contents are left as they were: tapes
+/// write every element of a new value and zero gradients before accumulating, as they do when reusing their own
+/// buffers between steps. Thread-safe: tapes on different threads share it under a lock.
+final class BufferRecycler: @unchecked Sendable {
+    static let shared = BufferRecycler()
+
+    /// Seconds without a take or a give after which the pool frees everything.
+    static let idleSeconds = 2.0
+
+    private let lock = NSLock()
+    private var free: [Int: [TensorStorage]] = [:]
+    private var bytes = 0
+    private var buffers = 0
+    private var hits = 0
+    private var misses = 0
+    private var limitBytes: Int
+    private var lastUse = DispatchTime.now()
+    private var dropScheduled = false
+    /// Buffers below this size are left to malloc.
+    private var minimumBytes = 32 << 20
+
+    init() {
+        let quarter = Int(clamping: ProcessInfo.processInfo.physicalMemory / 4)
+        limitBytes = min(2 << 30, quarter)
+    }
+
+    var limit: Int { lock.lock(); defer { lock.unlock() }; return limitBytes }
+
+    var statistics: (hits: Int, misses: Int, buffers: Int, bytes: Int) {
+        lock.lock(); defer { lock.unlock() }
+        return (hits, misses, buffers, bytes)
+    }
+
+    func setLimit(_ newLimit: Int) {
+        precondition(newLimit >= 0, "the recycled bytes limit must be >= 0, got \(newLimit)")
+        var evicted: [TensorStorage] = []
+        lock.lock()
+        limitBytes = newLimit
+        evict(downTo: newLimit, into: &evicted)
+        lock.unlock()
+        withExtendedLifetime(evicted) {}  // freed outside the lock
+    }
+
+    /// A pooled buffer of exactly `count` floats, or nil. With `evictOnMiss`, a miss frees at least as many pooled
+    /// bytes as the caller is about to allocate, so shapes that changed do not hold the pool on top of new buffers.
+    func take(_ count: Int, evictOnMiss: Bool) -> TensorStorage? {
+        var evicted: [TensorStorage] = []
+        lock.lock()
+        guard limitBytes > 0 else { lock.unlock(); return nil }
+        lastUse = DispatchTime.now()
+        if let s = free[count]?.popLast() {
+            if free[count]!.isEmpty { free[count] = nil }
+            bytes -= Self.byteCount(s)
+            buffers -= 1
+            hits += 1
+            lock.unlock()
+            return s
+        }
+        misses += 1
+        if evictOnMiss && bytes > 0 { evict(downTo: max(0, bytes - Self.byteCount(count)), into: &evicted) }
+        lock.unlock()
+        withExtendedLifetime(evicted) {}  // freed outside the lock
+        return nil
+    }
+
+    /// Takes buffers that nobody else references (the caller checked). Keeps them within the limit.
+    func give(_ storages: [TensorStorage]) {
+        guard !storages.isEmpty else { return }
+        var evicted: [TensorStorage] = []
+        var schedule = false
+        lock.lock()
+        if limitBytes > 0 {
+            for s in storages where Self.byteCount(s) >= minimumBytes && Self.byteCount(s) <= limitBytes {
+                free[s.capacity, default: []].append(s)
+                bytes += Self.byteCount(s)
+                buffers += 1
+            }
+            evict(downTo: limitBytes, into: &evicted)
+            lastUse = DispatchTime.now()
+            if buffers > 0 && !dropScheduled { dropScheduled = true; schedule = true }
+        }
+        lock.unlock()
+        withExtendedLifetime(evicted) {}
+        if schedule { scheduleIdleCheck(after: Self.idleSeconds) }
+    }
+
+    /// Frees every pooled buffer.
+    func drop() {
+        var all: [Int: [TensorStorage]] = [:]
+        lock.lock()
+        swap(&all, &free)
+        bytes = 0
+        buffers = 0
+        lock.unlock()
+        withExtendedLifetime(all) {}
+    }
+
+    /// Removes the largest buffers until the pool holds at most `target` bytes (caller holds the lock; the buffers
+    /// are freed when the caller lets go of `evicted`, after unlocking).
+    private func evict(downTo target: Int, into evicted: inout [TensorStorage]) {
+        while bytes > target, let size = free.keys.max() {
+            var list = free[size]!
+            let s = list.removeLast()
+            free[size] = list.isEmpty ? nil : list
+            bytes -= Self.byteCount(s)
+            buffers -= 1
+            evicted.append(s)
+        }
+    }
+
+    private func scheduleIdleCheck(after seconds: Double) {
+        DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + seconds) { [self] in
+            var all: [Int: [TensorStorage]] = [:]
+            var again: Double? = nil
+            lock.lock()
+            let idle = Double(DispatchTime.now().uptimeNanoseconds - lastUse.uptimeNanoseconds) / 1e9
+            if idle >= Self.idleSeconds || buffers == 0 {
+                swap(&all, &free)
+                bytes = 0
+                buffers = 0
+                dropScheduled = false
+            } else {
+                again = Self.idleSeconds - idle
+            }
+            lock.unlock()
+            withExtendedLifetime(all) {}
+            if let again { scheduleIdleCheck(after: again) }
+        }
+    }
+
+    /// Whether buffers of `count` floats go to the pool: only those glibc would map and unmap itself (see the
+    /// type's comment); smaller ones come back from malloc's own free lists without new page faults.
+    func keeps(_ count: Int) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return Self.byteCount(count) >= minimumBytes
+    }
+
+    var minimum: Int {
+        get { lock.lock(); defer { lock.unlock() }; return minimumBytes }
+        set {
+            precondition(newValue >= 0, "the recycled buffers' minimum size must be >= 0, got \(newValue)")
+            lock.lock(); minimumBytes = newValue; lock.unlock()
+            drop()
+        }
+    }
+
+    private static func byteCount(_ s: TensorStorage) -> Int { byteCount(s.capacity) }
+    private static func byteCount(_ count: Int) -> Int { max(count, 1) * MemoryLayout<Float>.stride }
 }
