@@ -220,12 +220,13 @@ public final class Tape {
 
     /// A buffer of exactly `count` floats that nobody else holds: a released tape's if the pool has one, else new.
     private func fresh(_ count: Int) -> TensorStorage {
-        // A tape that misses more than twice as often as it hits (after 8 misses) runs other shapes than the
-        // tapes before it: it frees pooled bytes as it allocates. A tape of the same shapes misses a few odd sizes
-        // (a buffer its caller kept) without emptying the pool it is about to draw from.
+        // A tape that misses more than twice as often as it hits (from its second miss on) runs other shapes than
+        // the tapes before it: it frees pooled bytes as it allocates (a forward pass at another batch size has only
+        // a handful of buffers this large). A tape of the same shapes misses an odd size (a buffer its caller kept)
+        // without emptying the pool it is about to draw from.
         let recycler = BufferRecycler.shared
         if recycler.keeps(count) {
-            let strayed = recycleMisses >= 8 && recycleMisses > 2 * recycledBuffers
+            let strayed = recycleMisses >= 1 && recycleMisses > 2 * recycledBuffers
             if let s = recycler.take(count, evictOnMiss: strayed) {
                 recycledBuffers += 1
                 return s
