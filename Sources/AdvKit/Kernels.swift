@@ -47,10 +47,18 @@ enum Kernels {
                             weight: Tensor, bias: Tensor?, shape s: ck_conv2d_shape, activation: FusedActivation = .none) {
         ready()
         var s = s
-        if let packs = WinogradFilterCache.shared.packs(weight: weight, shape: s, inputGradient: false) {
+        if let (packs, tiles) = WinogradFilterCache.shared.packs(weight: weight, shape: s, inputGradient: false) {
             withExtendedLifetime(packs) {
-                ck_conv2d_winograd_forward_packed(out.storage.pointer, workspace, packs.pointer, input.storage.pointer,
-                                                  bias?.storage.pointer, &s, activation.ck, activation.bound)
+                switch tiles {
+                case .six:
+                    ck_conv2d_winograd6_forward_packed(out.storage.pointer, workspace, packs.pointer,
+                                                       input.storage.pointer, bias?.storage.pointer, &s, activation.ck,
+                                                       activation.bound)
+                case .four:
+                    ck_conv2d_winograd_forward_packed(out.storage.pointer, workspace, packs.pointer,
+                                                      input.storage.pointer, bias?.storage.pointer, &s, activation.ck,
+                                                      activation.bound)
+                }
             }
             return
         }
@@ -69,9 +77,14 @@ enum Kernels {
         ready()
         var s = s
         if let dInput, dWeight == nil, dBias == nil,
-           let packs = WinogradFilterCache.shared.packs(weight: weight, shape: s, inputGradient: true) {
+           let (packs, tiles) = WinogradFilterCache.shared.packs(weight: weight, shape: s, inputGradient: true) {
             withExtendedLifetime(packs) {
-                ck_conv2d_winograd_backward_input_packed(dInput, workspace, packs.pointer, dOut.storage.pointer, &s)
+                switch tiles {
+                case .six:
+                    ck_conv2d_winograd6_backward_input_packed(dInput, workspace, packs.pointer, dOut.storage.pointer, &s)
+                case .four:
+                    ck_conv2d_winograd_backward_input_packed(dInput, workspace, packs.pointer, dOut.storage.pointer, &s)
+                }
             }
             return
         }
@@ -506,14 +519,19 @@ final class WinogradFilterCache: @unchecked Sendable {
     private struct Key: Hashable {
         let weight: ObjectIdentifier
         let c: Int, oc: Int
+        let tiles: Tiles
     }
+
+    /// Which transform the packs are for: winograd6.c's 6x6 tiles (F(4x4, 3x3), F(2x2, 5x5)) or winograd.c's 4x4
+    /// (F(2x2, 3x3)). Part of the key: the choice can change at run time (`ck_winograd6_set_enabled`, `ADVKIT_WINOGRAD`).
+    enum Tiles: Hashable { case six, four }
 
     private let lock = NSLock()
     private var entries: [Key: Entry] = [:]
     private var clock: UInt64 = 0
     private var floats = 0
     private var enabledValue = ProcessInfo.processInfo.environment["ADVKIT_WINOGRAD_CACHE"] != "off"
-    private var capacity = 64 << 20
+    private var capacity = 128 << 20
     private var hitCount = 0, missCount = 0
 
     /// Whether calls use the cache (off: every call transforms its filters, as before).
@@ -522,7 +540,8 @@ final class WinogradFilterCache: @unchecked Sendable {
         set { lock.lock(); defer { lock.unlock() }; enabledValue = newValue; if !newValue { removeAllLocked() } }
     }
 
-    /// The most floats of transformed filters kept (64M floats, 256 MB; ResNet-18's both directions take 33.9M).
+    /// The most floats of transformed filters kept (128M floats, 512 MB): ResNet-18's both directions take 33.9M
+    /// with F(2x2, 3x3)'s 4x4 transforms and ~2.25x that with F(4x4, 3x3)'s 6x6 ones (winograd6.c).
     var capacityFloats: Int {
         get { lock.lock(); defer { lock.unlock() }; return capacity }
         set { lock.lock(); defer { lock.unlock() }; capacity = newValue; evictLocked(needing: 0) }
@@ -546,24 +565,42 @@ final class WinogradFilterCache: @unchecked Sendable {
 
     /// The transformed filters of `weight` for a convolution of shape `s` in one direction, or nil when the
     /// Winograd route does not take it (or the cache is off): the caller then runs the ordinary entry point.
-    func packs(weight: Tensor, shape s: ck_conv2d_shape, inputGradient: Bool) -> TensorStorage? {
+    func packs(weight: Tensor, shape s: ck_conv2d_shape, inputGradient: Bool) -> (TensorStorage, Tiles)? {
         var s = s
-        guard ck_winograd_f2x3_applies(&s) != 0 else { return nil }
-        precondition(weight.count == s.OC * s.C * 9, "Winograd filters: weight \(weight.shape) for shape C \(s.C) OC \(s.OC)")
+        let direction: Int32 = inputGradient ? 1 : 0
+        let tiles: Tiles
+        if ck_winograd6_applies(&s, direction) != 0 {
+            tiles = .six
+        } else if ck_winograd_f2x3_applies(&s) != 0 {
+            tiles = .four
+        } else {
+            return nil
+        }
+        precondition(weight.count == s.OC * s.C * s.KH * s.KW,
+                     "Winograd filters: weight \(weight.shape) for shape C \(s.C) OC \(s.OC)")
         lock.lock(); defer { lock.unlock() }
         guard enabledValue else { return nil }
         clock += 1
-        let key = Key(weight: ObjectIdentifier(weight.storage), c: s.C, oc: s.OC)
+        let key = Key(weight: ObjectIdentifier(weight.storage), c: s.C, oc: s.OC, tiles: tiles)
         let slot = inputGradient ? 1 : 0
         if let e = entries[key], e.weight === weight.storage, let p = e.packs[slot] {
             e.lastUse = clock
             hitCount += 1
-            return p
+            return (p, tiles)
         }
         missCount += 1
-        let n = ck_winograd_f2x3_filter_floats(&s, inputGradient ? 1 : 0)
-        let packs = TensorStorage(capacity: n)
-        ck_winograd_f2x3_filters(packs.pointer, weight.storage.pointer, &s, inputGradient ? 1 : 0)
+        let n: Int
+        let packs: TensorStorage
+        switch tiles {
+        case .six:
+            n = ck_winograd6_filter_floats(&s, direction)
+            packs = TensorStorage(capacity: n)
+            ck_winograd6_filters(packs.pointer, weight.storage.pointer, &s, direction)
+        case .four:
+            n = ck_winograd_f2x3_filter_floats(&s, direction)
+            packs = TensorStorage(capacity: n)
+            ck_winograd_f2x3_filters(packs.pointer, weight.storage.pointer, &s, direction)
+        }
         evictLocked(needing: n)
         if floats + n <= capacity {
             let e = entries[key] ?? Entry(weight: weight.storage, lastUse: clock)
@@ -572,7 +609,7 @@ final class WinogradFilterCache: @unchecked Sendable {
             entries[key] = e
             floats += n
         }
-        return packs
+        return (packs, tiles)
     }
 
     /// Drops the entries whose weight only the cache still holds, then the least recently used ones until `n`
@@ -604,10 +641,18 @@ final class WinogradFilterCache: @unchecked Sendable {
         get { WinogradFilterCache.shared.capacityFloats }
         set { WinogradFilterCache.shared.capacityFloats = newValue }
     }
+    /// Whether 3x3 and 5x5 convolutions may take winograd6.c's 6x6 tiles (F(4x4, 3x3), F(2x2, 5x5)); off, 3x3
+    /// ones take winograd.c's F(2x2, 3x3) and 5x5 ones the GEMM route (`ADVKIT_WINOGRAD=4x4` at start).
+    public static var sixBySixTiles: Bool {
+        get { Kernels.ready(); return ck_winograd6_enabled() != 0 }
+        set { ck_winograd6_set_enabled(newValue ? 1 : 0) }
+    }
+    /// Back to what the environment says.
+    public static func resetSixBySixTiles() { ck_winograd6_set_enabled(-1) }
     /// Whether a 3x3 convolution of this many channels, stride 1 and padding 1, takes the Winograd route here.
     public static func winogradApplies(inputChannels c: Int, outputChannels oc: Int) -> Bool {
         Kernels.ready()
         var s = ck_conv2d_shape(N: 1, C: c, H: 4, W: 4, OC: oc, KH: 3, KW: 3, stride: 1, pad: 1, OH: 4, OW: 4)
-        return ck_winograd_f2x3_applies(&s) != 0
+        return ck_winograd6_applies(&s, 0) != 0 || ck_winograd_f2x3_applies(&s) != 0
     }
 }

@@ -146,10 +146,16 @@ static int is_pointwise(const ck_conv2d_shape *s) {
 }
 
 size_t ck_conv2d_workspace_floats(const ck_conv2d_shape *s, size_t threads) {
-    const size_t own = (threads < 1 ? 1 : threads) * per_thread_floats(s);
-    if (!ck_conv2d_batched_applies(s)) return own;
-    const size_t batched = ck_conv2d_batched_workspace_floats(s, threads);  // conv_batched.c's route
-    return batched > own ? batched : own;
+    size_t own = (threads < 1 ? 1 : threads) * per_thread_floats(s);
+    if (ck_conv2d_batched_applies(s)) {
+        const size_t batched = ck_conv2d_batched_workspace_floats(s, threads);  // conv_batched.c's route
+        if (batched > own) own = batched;
+    }
+    if (ck_winograd6_applies(s, 0) || ck_winograd6_applies(s, 1)) {  // winograd6.c's route
+        const size_t w6 = ck_winograd6_workspace_floats(s, threads);
+        if (w6 > own) own = w6;
+    }
+    return own;
 }
 
 // Valid output columns [lo, hi) for kernel column kw: 0 <= ow*stride - pad + kw < W.
@@ -338,6 +344,10 @@ static void conv_forward_part(void *ctx, size_t begin, size_t end, size_t t) {
 
 void ck_conv2d_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
                        const ck_conv2d_shape *s, ck_activation act, float bound) {
+    if (ck_winograd6_applies(s, 0)) {  // 3x3 or 5x5, stride 1: Winograd on 6x6 tiles
+        ck_conv2d_winograd6_forward(out, work, inp, weight, bias, s, act, bound);
+        return;
+    }
     if (ck_conv2d_batched_applies(s)) {  // small planes or long K on AVX-512: several images per GEMM
         ck_conv2d_batched_forward(out, work, inp, weight, bias, s, act, bound);
         return;
@@ -454,7 +464,11 @@ static void conv_backward_part(void *ctx, size_t begin, size_t end, size_t t) {
 
 void ck_conv2d_backward(float *dinp, float *dweight, float *dbias, float *work, const float *dout,
                         const float *inp, const float *weight, const ck_conv2d_shape *s) {
-    if (dinp && !dweight && !dbias && ck_conv2d_batched_applies(s)) {  // an attack's step: see the forward
+    if (dinp && !dweight && !dbias && ck_winograd6_applies(s, 1)) {  // an attack's step: see the forward
+        ck_conv2d_winograd6_backward_input(dinp, work, dout, weight, s);
+        return;
+    }
+    if (dinp && !dweight && !dbias && ck_conv2d_batched_applies(s)) {
         ck_conv2d_batched_backward_input(dinp, work, dout, weight, s);
         return;
     }

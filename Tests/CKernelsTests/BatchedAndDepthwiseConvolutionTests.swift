@@ -15,6 +15,7 @@ final class BatchedAndDepthwiseConvolutionTests: XCTestCase {
         ck_set_num_threads(savedThreads)
         ck_conv_new_routes_set_enabled(-1)
         ck_gemm_small_set_enabled(-1)
+        ck_winograd6_set_enabled(-1)
     }
 
     // MARK: conv_batched.c
@@ -116,6 +117,7 @@ final class BatchedAndDepthwiseConvolutionTests: XCTestCase {
     func testWinogradMatchesReference() throws {
         guard ck_gemm_small_available() == 1 else { throw XCTSkip("Winograd runs on the AVX-512 path only") }
         ck_set_num_threads(1)
+        ck_winograd6_set_enabled(0)  // 3x3 on winograd.c's F(2x2, 3x3), not winograd6.c's F(4x4, 3x3)
         for (i, g) in Self.winogradSweep.enumerated() {
             var s = Self.plainShape(g)
             XCTAssertEqual(ck_winograd_f2x3_applies(&s), 1, "\(g)")
@@ -134,6 +136,7 @@ final class BatchedAndDepthwiseConvolutionTests: XCTestCase {
     }
 
     func testWinogradSameBitsAtOneTwoAndEightThreads() {
+        ck_winograd6_set_enabled(0)
         for (i, g) in Self.winogradSweep.enumerated() {
             ck_set_num_threads(1)
             let one = runPlain(g, seed: UInt64(i))

@@ -43,10 +43,13 @@ final class ConvolutionTests: XCTestCase {
                 let b = randomArray(g.oc, seed: UInt64(i) + 200)
                 var out = [Float](repeating: .nan, count: g.n * g.oc * g.oh * g.ow)
                 var work = [Float](repeating: 0, count: ck_conv2d_workspace_floats(&s, threads))
+                // float32 sums of C*KH*KW <= 50 products of values in [-1, 1]; the reference CNN's second layer
+                // (800 products, RMS 9.5) on winograd6.c's F(2x2, 5x5): worst error measured 9.5e-5 (its GEMM
+                // route: 3.5e-5)
+                let atol = ck_winograd6_applies(&s, 0) != 0 ? 4e-4 : 1e-5
                 for bias in [true, false] {
                     ck_conv2d_forward(&out, &work, x, w, bias ? b : nil, &s, CK_ACT_NONE, 0)
-                    // float32 sums of C*KH*KW <= 50 products of values in [-1, 1]
-                    assertClose(out, Reference.conv2d(x, w, bias ? b : nil, g), atol: 1e-5, rtol: 1e-4,
+                    assertClose(out, Reference.conv2d(x, w, bias ? b : nil, g), atol: atol, rtol: 1e-4,
                                 "\(path) threads \(threads) \(g) bias \(bias)")
                 }
             }

@@ -303,6 +303,35 @@ void ck_conv2d_winograd_forward_packed(float *out, float *work, const float *pac
 void ck_conv2d_winograd_backward_input_packed(float *dinp, float *work, const float *packs, const float *dout,
                                               const ck_conv2d_shape *s);
 
+// ---- Winograd on 6x6 tiles: F(4x4, 3x3) and F(2x2, 5x5) (winograd6.c) -----------------------------------
+// Stride-1 convolutions with square 3x3 or 5x5 filters and padding p <= r - 1, C and OC >= 16, on the AVX-512
+// path: 36 GEMMs of (CO, CI) @ (CI, tiles) per run of images. ck_conv2d_forward and ck_conv2d_backward (input
+// gradient alone) come here first when ck_winograd6_applies for their direction (it pays: at least 2x fewer
+// multiply-adds than the direct sum); otherwise 3x3 ones go on to winograd.c's F(2x2, 3x3) where it applies.
+int ck_winograd6_applies(const ck_conv2d_shape *s, int input_gradient);
+// 1 unless ADVKIT_WINOGRAD=4x4 or ck_winograd6_set_enabled(0) (A/B measurements); set -1: the environment's.
+int ck_winograd6_enabled(void);
+void ck_winograd6_set_enabled(int enabled);
+// Scratch for either direction, the transformed filters at its front included.
+size_t ck_winograd6_workspace_floats(const ck_conv2d_shape *s, size_t threads);
+// inp (N,C,H,W), weight (OC,C,r,r), bias (OC) or NULL -> out (N,OC,OH,OW) = act(conv(inp) + bias).
+void ck_conv2d_winograd6_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
+                                 const ck_conv2d_shape *s, ck_activation act, float bound);
+// dout (N,OC,OH,OW), weight (OC,C,r,r) -> dinp (N,C,H,W), added into.
+void ck_conv2d_winograd6_backward_input(float *dinp, float *work, const float *dout, const float *weight,
+                                        const ck_conv2d_shape *s);
+// The filter transform apart (kept while the weights do not change): packs (ck_winograd6_filter_floats(s,
+// input_gradient) floats) = the 36 transformed filters of weight (OC,C,r,r) for the forward pass (0) or the input
+// gradient (1). The *_packed entry points then give bit for bit the results of the two above.
+size_t ck_winograd6_filter_floats(const ck_conv2d_shape *s, int input_gradient);
+void ck_winograd6_filters(float *packs, const float *weight, const ck_conv2d_shape *s, int input_gradient);
+// inp (N,C,H,W), packs (forward), bias (OC) or NULL -> out (N,OC,OH,OW) = act(conv(inp) + bias).
+void ck_conv2d_winograd6_forward_packed(float *out, float *work, const float *packs, const float *inp,
+                                        const float *bias, const ck_conv2d_shape *s, ck_activation act, float bound);
+// dout (N,OC,OH,OW), packs (input gradient) -> dinp (N,C,H,W), added into.
+void ck_conv2d_winograd6_backward_input_packed(float *dinp, float *work, const float *packs, const float *dout,
+                                               const ck_conv2d_shape *s);
+
 // ---- Residual join (residual.c) ---------------------------------------------------------------------------
 // out = max(a + b, 0) in one pass (ResNet's block output); elementwise, split over the threads.
 // a (n), b (n) -> out (n).
