@@ -68,6 +68,33 @@ final class LayerKernelTests: XCTestCase {
         XCTAssertEqual(arg, [0])
     }
 
+    /// The 2x2 stride-2 window (pool.c's AVX-512 plane, 16 outputs per step): rows of 4, 12, 16, 20 and 33 outputs
+    /// (one step, a partial step, two steps), odd widths and heights (the last column or row unused), NaNs and
+    /// ties, against the rule written out: the window's elements in row-major order, a later one taken when it is
+    /// larger, or NaN while the best so far is not.
+    func testMaxPool2x2AgainstTheRuleWithNaNAndTies() {
+        for (h, w) in [(8, 8), (24, 24), (4, 32), (5, 41), (3, 67)] {
+            let n = 2, c = 3, oh = h / 2, ow = w / 2
+            var x = randomArray(n * c * h * w, seed: UInt64(h * 100 + w))
+            for i in stride(from: 0, to: x.count, by: 7) { x[i] = x[i + 1 < x.count ? i + 1 : i] }  // ties
+            for i in stride(from: 3, to: x.count, by: 29) { x[i] = .nan }
+            var s = ck_pool_shape(N: n, C: c, H: h, W: w, K: 2, stride: 2, OH: oh, OW: ow)
+            var out = [Float](repeating: -7, count: n * c * oh * ow), arg = [Int32](repeating: -1, count: out.count)
+            ck_maxpool2d_forward(&out, &arg, x, &s)
+            for p in 0..<(n * c) { for y in 0..<oh { for xx in 0..<ow {
+                var bi = 2 * y * w + 2 * xx
+                var best = x[p * h * w + bi]
+                for idx in [2 * y * w + 2 * xx + 1, (2 * y + 1) * w + 2 * xx, (2 * y + 1) * w + 2 * xx + 1] {
+                    let v = x[p * h * w + idx]
+                    if v > best || (v.isNaN && !best.isNaN) { best = v; bi = idx }
+                }
+                let o = (p * oh + y) * ow + xx
+                XCTAssertTrue(out[o] == best || (out[o].isNaN && best.isNaN), "h \(h) w \(w) plane \(p) (\(y), \(xx))")
+                XCTAssertEqual(Int(arg[o]), bi, "h \(h) w \(w) plane \(p) (\(y), \(xx))")
+            } } }
+        }
+    }
+
     func testAvgPoolForwardAndBackward() {
         let (n, c, h, w, k, st) = (2, 3, 6, 7, 2, 2)
         var s = ck_pool_shape(N: n, C: c, H: h, W: w, K: k, stride: st, OH: (h - k) / st + 1, OW: (w - k) / st + 1)
