@@ -10,7 +10,8 @@
 // Only the forward pass and the input gradient alone (an attack's step) take this route; a backward call that
 // wants dweight or dbias stays in conv2d.c.
 //
-// 3x3 convolutions with stride 1 and padding 1 go on to winograd.c (F(2x2, 3x3): 2.25x fewer multiply-adds).
+// 3x3 convolutions with stride 1 and padding 1 go on to winograd.c (F(2x2, 3x3): 2.25x fewer multiply-adds) when
+// conv2d.c has not sent them to winograd6.c first (F(4x4, 3x3), 4x, where it halves the multiply-adds).
 //
 // Determinism: an output element is the sum over K in a fixed order of fixed blocks (CK_KC), whatever the
 // columns beside it, so the result does not depend on nb, the thread count or where a thread's images start.

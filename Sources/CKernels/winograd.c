@@ -12,6 +12,10 @@
 // The input gradient of such a convolution is the same convolution of dout with the filters transposed
 // (OC <-> C) and rotated by 180 degrees, so it runs the same code with those filters, adding into dinp.
 //
+// winograd6.c's F(4x4, 3x3) takes these layers first wherever it halves the multiply-adds; this file keeps the
+// planes where it does not (2x2 and smaller: one 6x6 tile for 4 outputs) and ADVKIT_WINOGRAD=4x4 (A/B runs,
+// or rounding closer to the direct sum).
+//
 // Numerics: the transforms' values are sums of up to 9 inputs (V) or 16 products (Y), with factors 1/2 in G; the
 // results differ from the direct sum by a few float32 roundings of those sums (tested against a Double
 // reference). Determinism: every output element's terms and order depend on the shape only (the GEMM's sum
