@@ -106,19 +106,28 @@ static size_t pack_floats(size_t CO, size_t CI) { return (CO + W6_MR - 1) / W6_M
 static size_t tile_ints(const w6_geom *g);
 
 #define W6_LANES 16      // images side by side in a group (one vector lane each)
-#define W6_GROUP_TILES 4  // tiles per GEMM in a group: 64 columns
+#define W6_GROUP_TILES 4  // (group, tile) units per GEMM: 64 columns
 
-// Columns of V and M: a run of nb images' tiles (the gather path), or W6_GROUP_TILES tiles of a group of 16 images.
+// Groups side by side, so that a GEMM has W6_GROUP_TILES units even when an image has fewer tiles (ResNet's last
+// stage: one tile per image, which alone gave 16-column GEMMs, a quarter of ck_gemm_small's 64-column tile).
+static size_t groups_per_block(const w6_geom *g) {
+    const size_t tiles = g->TH * g->TW;
+    return tiles >= W6_GROUP_TILES ? 1 : ceil_div(W6_GROUP_TILES, tiles);
+}
+
+// Columns of V and M: a run of nb images' tiles (the gather path), or W6_GROUP_TILES units of groups of 16 images.
 static size_t columns(const w6_geom *g) {
     const size_t run = g->nb * g->TH * g->TW, group = W6_GROUP_TILES * W6_LANES;
     return run > group ? run : group;
 }
 
 // Per thread: V (36, CI, T), M (36, CO, T), the run's tile table (4 int32 per tile; int32 and float are both 4
-// bytes), and a group's input and output with the image innermost ((CI, H, W, 16) and (CO, OH, OW, 16)).
+// bytes), and a block of groups' input and output with the image innermost ((CI, H, W, 16) and (CO, OH, OW, 16)
+// per group).
 static size_t per_thread_floats(const w6_geom *g) {
     const size_t T = columns(g);
-    return 36 * g->CI * T + 36 * g->CO * T + 4 * tile_ints(g) + (g->CI * g->H * g->W + g->CO * g->OH * g->OW) * W6_LANES;
+    return 36 * g->CI * T + 36 * g->CO * T + 4 * tile_ints(g) +
+           groups_per_block(g) * (g->CI * g->H * g->W + g->CO * g->OH * g->OW) * W6_LANES;
 }
 
 static size_t direction_floats(const ck_conv2d_shape *s, int input_gradient, size_t threads) {
@@ -416,18 +425,20 @@ static void from_lanes(float *y, const float *Y16, size_t E, size_t stride, int 
     }
 }
 
-W6_TARGET static void group_inputs(float *V, const float *X16, size_t tile0, size_t tc, const w6_geom *g) {
-    const size_t CI = g->CI, H = g->H, W = g->W, T = tc * W6_LANES;
+// Units [unit0, unit0 + uc) of a block: unit = group * tiles + tile; X16 holds the block's groups one after another.
+W6_TARGET static void group_inputs(float *V, const float *X16, size_t unit0, size_t uc, const w6_geom *g) {
+    const size_t CI = g->CI, H = g->H, W = g->W, T = uc * W6_LANES, tiles = g->TH * g->TW;
     const w6_mask all = w6_live(W6_LANES);
-    for (size_t u = 0; u < tc; u++) {
-        const size_t tile = tile0 + u, th = tile / g->TW, tw = tile % g->TW;
+    for (size_t u = 0; u < uc; u++) {
+        const size_t group = (unit0 + u) / tiles, tile = (unit0 + u) % tiles, th = tile / g->TW, tw = tile % g->TW;
+        const float *xg = X16 + group * CI * H * W * W6_LANES;
         const long r0 = (long)(g->m * th) - (long)g->pad, c0 = (long)(g->m * tw) - (long)g->pad;
         int ok[6][6];
         for (int k = 0; k < 6; k++)
             for (int q = 0; q < 6; q++)
                 ok[k][q] = r0 + k >= 0 && r0 + k < (long)H && c0 + q >= 0 && c0 + q < (long)W;
         for (size_t c = 0; c < CI; c++) {
-            const float *xc = X16 + c * H * W * W6_LANES;
+            const float *xc = xg + c * H * W * W6_LANES;
             w6_vec e[6][6];
             for (int q = 0; q < 6; q++) {
                 w6_vec d[6], o[6];
@@ -447,13 +458,15 @@ W6_TARGET static void group_inputs(float *V, const float *X16, size_t tile0, siz
     }
 }
 
-W6_TARGET static void group_outputs(float *Y16, const float *M, size_t tile0, size_t tc, const w6_job *j) {
+W6_TARGET static void group_outputs(float *Y16, const float *M, size_t unit0, size_t uc, const w6_job *j) {
     const w6_geom *g = &j->g;
-    const size_t CO = g->CO, OH = g->OH, OW = g->OW, OHW = OH * OW, m = g->m, T = tc * W6_LANES, S = CO * T;
+    const size_t CO = g->CO, OH = g->OH, OW = g->OW, OHW = OH * OW, m = g->m, T = uc * W6_LANES, S = CO * T;
+    const size_t tiles = g->TH * g->TW;
     const w6_mask all = w6_live(W6_LANES);
     const w6_vec zero = 0.0f, bound = j->bound;
-    for (size_t u = 0; u < tc; u++) {
-        const size_t tile = tile0 + u, th = tile / g->TW, tw = tile % g->TW;
+    for (size_t u = 0; u < uc; u++) {
+        const size_t group = (unit0 + u) / tiles, tile = (unit0 + u) % tiles, th = tile / g->TW, tw = tile % g->TW;
+        float *yg = Y16 + group * CO * OHW * W6_LANES;
         for (size_t co = 0; co < CO; co++) {
             const float *mc = M + co * T + u * W6_LANES;
             w6_vec a[4][6];
@@ -464,7 +477,7 @@ W6_TARGET static void group_outputs(float *Y16, const float *M, size_t tile0, si
                 for (size_t r = 0; r < m; r++) a[r][q] = o[r];
             }
             const w6_vec bias = (!j->accumulate && j->bias) ? j->bias[co] : 0.0f;
-            float *yc = Y16 + co * OHW * W6_LANES;
+            float *yc = yg + co * OHW * W6_LANES;
             for (size_t r = 0; r < m && m * th + r < OH; r++) {
                 w6_vec z[4];
                 W6_AT(z, a[r], m);
@@ -497,19 +510,26 @@ static void run_part(void *ctx, size_t begin, size_t end, size_t t) {
     const size_t in_plane = g->H * g->W, out_plane = g->OH * g->OW;
     float *V = j->work + t * per_thread_floats(g), *M = V + 36 * CI * Tmax;
     int32_t *ints = (int32_t *)(M + 36 * CO * Tmax);
-    float *X16 = (float *)(ints + 4 * ti), *Y16 = X16 + CI * in_plane * W6_LANES;
+    float *X16 = (float *)(ints + 4 * ti), *Y16 = X16 + groups_per_block(g) * CI * in_plane * W6_LANES;
     w6_tiles p = {ints, ints + ti, ints + 2 * ti, ints + 3 * ti};
     size_t located = 0;  // images the tile table was made for
     size_t n0 = begin;
-    for (; end - n0 >= W6_LANES; n0 += W6_LANES) {  // groups of 16 images
-        to_lanes(X16, j->x + n0 * CI * in_plane, CI * in_plane, CI * in_plane);
-        for (size_t tile0 = 0; tile0 < tiles; tile0 += W6_GROUP_TILES) {
-            const size_t tc = ck_min(W6_GROUP_TILES, tiles - tile0);
-            group_inputs(V, X16, tile0, tc, g);
-            multiply(M, V, tc * W6_LANES, j);
-            group_outputs(Y16, M, tile0, tc, j);
+    const size_t max_groups = groups_per_block(g);
+    while (end - n0 >= W6_LANES) {  // blocks of up to max_groups groups of 16 images
+        const size_t groups = ck_min(max_groups, (end - n0) / W6_LANES), units = groups * tiles;
+        for (size_t gi = 0; gi < groups; gi++)
+            to_lanes(X16 + gi * CI * in_plane * W6_LANES, j->x + (n0 + gi * W6_LANES) * CI * in_plane, CI * in_plane,
+                     CI * in_plane);
+        for (size_t unit0 = 0; unit0 < units; unit0 += W6_GROUP_TILES) {
+            const size_t uc = ck_min(W6_GROUP_TILES, units - unit0);
+            group_inputs(V, X16, unit0, uc, g);
+            multiply(M, V, uc * W6_LANES, j);
+            group_outputs(Y16, M, unit0, uc, j);
         }
-        from_lanes(j->y + n0 * CO * out_plane, Y16, CO * out_plane, CO * out_plane, j->accumulate);
+        for (size_t gi = 0; gi < groups; gi++)
+            from_lanes(j->y + (n0 + gi * W6_LANES) * CO * out_plane, Y16 + gi * CO * out_plane * W6_LANES,
+                       CO * out_plane, CO * out_plane, j->accumulate);
+        n0 += groups * W6_LANES;
     }
     for (; n0 < end; n0 += g->nb) {  // the rest: runs of nb images, tiles in the lanes
         const size_t nb = ck_min(g->nb, end - n0), T = nb * tiles;

@@ -24,12 +24,13 @@ final class Winograd6Tests: XCTestCase {
     }
 
     /// Both filter sizes at every padding they allow (0 .. r-1, which also covers their input gradients' r-1-p),
-    /// planes that end mid-tile (5x7, 9x3, 13x11), one-tile planes run many images per GEMM (37 images), channel
-    /// counts off the 6-row panels (17, 19, 33), and the reference CNN's second convolution (32 -> 64, 12x12, 5x5).
+    /// planes that end mid-tile (5x7, 9x3, 13x11), channel counts off the 6-row panels (17, 19, 33), the reference
+    /// CNN's second convolution (32 -> 64, 12x12, 5x5), and batches that take both transform paths: 37 and 50
+    /// images are 2 and 3 groups of 16 (one-tile planes: several groups per GEMM) and a rest of 5 and 2.
     private static var sweep: [Reference.ConvGeometry] {
         var out: [Reference.ConvGeometry] = []
         for (n, c, h, w, oc) in [(1, 16, 4, 4, 16), (3, 16, 5, 7, 17), (2, 20, 8, 8, 33), (37, 16, 2, 3, 16),
-                                 (2, 17, 9, 3, 19)] {
+                                 (2, 17, 9, 3, 19), (50, 16, 4, 4, 16)] {
             for pad in 0..<3 where h + 2 * pad >= 3 && w + 2 * pad >= 3 {
                 out.append(.init(n: n, c: c, h: h, w: w, oc: oc, kh: 3, kw: 3, stride: 1, pad: pad))
             }
