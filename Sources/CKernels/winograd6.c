@@ -289,6 +289,14 @@ static inline void w6_store(float *p, w6_mask m, w6_vec v) {
 
 static inline w6_mask w6_live(size_t lanes) { return lanes >= 16 ? (w6_mask)0xFFFF : (w6_mask)((1u << lanes) - 1); }
 
+// A forward output's bias and fused activation (ck_act's rule: a NaN becomes 0).
+W6_TARGET static inline w6_vec w6_bias_act(w6_vec v, w6_vec bias, ck_activation act, float bound) {
+    v += bias;
+    if (act != CK_ACT_NONE) v = __builtin_elementwise_max(v, (w6_vec)0.0f);
+    if (act == CK_ACT_BRELU) v = __builtin_elementwise_min(v, (w6_vec)bound);
+    return v;
+}
+
 // Where a run's T tiles sit (column t = i * TH*TW + th * TW + tw of V and M), as int32 for the gathers, padded
 // to a multiple of 16: the first input row and column of the tile's 6x6 patch (may be negative: padding), the
 // offset of its top-left pixel in image i's channel 0 (input), and of its top-left output (output).
@@ -349,7 +357,6 @@ W6_TARGET static void transform_outputs(float *y, const float *M, size_t T, cons
     const w6_geom *g = &j->g;
     const size_t CO = g->CO, OHW = g->OH * g->OW, S = CO * T, m = g->m;
     const int32_t OH = (int32_t)g->OH, OW = (int32_t)g->OW;
-    const w6_vec zero = 0.0f, bound = j->bound;
     for (size_t t0 = 0; t0 < T; t0 += 16) {
         const w6_mask live = w6_live(T - t0);
         w6_mask mask[4][4];
@@ -372,15 +379,9 @@ W6_TARGET static void transform_outputs(float *y, const float *M, size_t T, cons
                 w6_vec z[4];
                 W6_AT(z, a[r], m);
                 for (size_t b = 0; b < m; b++) {
-                    w6_vec v = z[b];
                     const int32_t at = (int32_t)(r * g->OW + b);
-                    if (j->accumulate) {
-                        v += w6_gather(yc, p->out + t0, at, mask[r][b]);
-                    } else {
-                        v += bias;
-                        if (j->act != CK_ACT_NONE) v = __builtin_elementwise_max(v, zero);  // NaN -> 0, as ck_act
-                        if (j->act == CK_ACT_BRELU) v = __builtin_elementwise_min(v, bound);
-                    }
+                    const w6_vec v = j->accumulate ? z[b] + w6_gather(yc, p->out + t0, at, mask[r][b])
+                                                   : w6_bias_act(z[b], bias, j->act, j->bound);
                     w6_scatter(yc, p->out + t0, at, mask[r][b], v);
                 }
             }
@@ -463,7 +464,6 @@ W6_TARGET static void group_outputs(float *Y16, const float *M, size_t unit0, si
     const size_t CO = g->CO, OH = g->OH, OW = g->OW, OHW = OH * OW, m = g->m, T = uc * W6_LANES, S = CO * T;
     const size_t tiles = g->TH * g->TW;
     const w6_mask all = w6_live(W6_LANES);
-    const w6_vec zero = 0.0f, bound = j->bound;
     for (size_t u = 0; u < uc; u++) {
         const size_t group = (unit0 + u) / tiles, tile = (unit0 + u) % tiles, th = tile / g->TW, tw = tile % g->TW;
         float *yg = Y16 + group * CO * OHW * W6_LANES;
@@ -482,12 +482,7 @@ W6_TARGET static void group_outputs(float *Y16, const float *M, size_t unit0, si
                 w6_vec z[4];
                 W6_AT(z, a[r], m);
                 for (size_t b = 0; b < m && m * tw + b < OW; b++) {
-                    w6_vec v = z[b];
-                    if (!j->accumulate) {
-                        v += bias;
-                        if (j->act != CK_ACT_NONE) v = __builtin_elementwise_max(v, zero);  // NaN -> 0, as ck_act
-                        if (j->act == CK_ACT_BRELU) v = __builtin_elementwise_min(v, bound);
-                    }
+                    const w6_vec v = j->accumulate ? z[b] : w6_bias_act(z[b], bias, j->act, j->bound);
                     w6_store(yc + ((m * th + r) * OW + m * tw + b) * W6_LANES, all, v);
                 }
             }
