@@ -136,11 +136,12 @@ enum Kernels {
         ck_maxpool2d_backward(dInput, dOut.storage.pointer, argmax, &s)
     }
 
+    /// `output`: the pool's forward output (the activation's value at each argmax, which the mask tests).
     static func maxPoolBackwardMasked(dInput: UnsafeMutablePointer<Float>, dOut: Tensor, argmax: UnsafePointer<Int32>,
-                                      input: Tensor, activation: FusedActivation, shape s: ck_pool_shape) {
+                                      output: Tensor, activation: FusedActivation, shape s: ck_pool_shape) {
         ready()
         var s = s
-        ck_maxpool2d_backward_masked(dInput, dOut.storage.pointer, argmax, input.storage.pointer, activation.ck,
+        ck_maxpool2d_backward_masked(dInput, dOut.storage.pointer, argmax, output.storage.pointer, activation.ck,
                                      activation.bound, &s)
     }
 

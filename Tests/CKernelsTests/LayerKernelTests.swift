@@ -52,7 +52,7 @@ final class LayerKernelTests: XCTestCase {
                 // Fused with the mask of the activation that made x: overwrites, passes where x > 0 (and < bound).
                 for (act, bound) in [(CK_ACT_NONE, Float(0)), (CK_ACT_RELU, 0), (CK_ACT_BRELU, 0.4)] {
                     var masked = [Float](repeating: .nan, count: x.count)
-                    ck_maxpool2d_backward_masked(&masked, dout, arg, x, act, bound, &s)
+                    ck_maxpool2d_backward_masked(&masked, dout, arg, out, act, bound, &s)
                     let wantMasked = (0..<x.count).map { i -> Double in
                         let pass = act == CK_ACT_NONE || (x[i] > 0 && (act != CK_ACT_BRELU || x[i] < bound))
                         return pass ? wantDx[i] : 0
@@ -92,6 +92,23 @@ final class LayerKernelTests: XCTestCase {
                 XCTAssertTrue(out[o] == best || (out[o].isNaN && best.isNaN), "h \(h) w \(w) plane \(p) (\(y), \(xx))")
                 XCTAssertEqual(Int(arg[o]), bi, "h \(h) w \(w) plane \(p) (\(y), \(xx))")
             } } }
+            // The masked backward on the same windows (pool.c's AVX-512 plane writes every input once): the
+            // gradient goes to the argmax where the activation passed the value there, zeros everywhere else (the
+            // unused last row or column too), bit for bit. dout has NaNs and a -0, which becomes +0 (0 + g).
+            var dout = randomArray(out.count, seed: UInt64(h * w))
+            dout[0] = -0.0
+            for i in stride(from: 5, to: dout.count, by: 31) { dout[i] = .nan }
+            for (act, bound) in [(CK_ACT_NONE, Float(0)), (CK_ACT_RELU, 0), (CK_ACT_BRELU, 0.4)] {
+                var dx = [Float](repeating: 7, count: x.count)
+                ck_maxpool2d_backward_masked(&dx, dout, arg, out, act, bound, &s)
+                var want = [Float](repeating: 0, count: x.count)
+                for p in 0..<(n * c) { for o in 0..<(oh * ow) {
+                    let at = p * h * w + Int(arg[p * oh * ow + o]), v = x[at]
+                    let pass = act == CK_ACT_NONE || (v > 0 && (act != CK_ACT_BRELU || v < bound))
+                    want[at] = 0 + (pass ? dout[p * oh * ow + o] : 0)
+                } }
+                XCTAssertEqual(dx.map(\.bitPattern), want.map(\.bitPattern), "masked backward h \(h) w \(w) \(act)")
+            }
         }
     }
 

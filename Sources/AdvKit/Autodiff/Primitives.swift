@@ -370,7 +370,7 @@ extension Tape {
                 grads[x] = buffer
                 lastGradientBuffers += 1
                 Kernels.maxPoolBackwardMasked(dInput: buffer.storage.pointer, dOut: g, argmax: arg.pointer,
-                                              input: nodes[x].value, activation: act, shape: shape)
+                                              output: nodes[i].value, activation: act, shape: shape)
                 premasked[x] = true
                 return
             }

@@ -99,10 +99,11 @@ typedef struct {
 // Ties go to the first element in row-major order (PyTorch does the same).
 void ck_maxpool2d_forward(float *out, int32_t *argmax, const float *inp, const ck_pool_shape *s);
 void ck_maxpool2d_backward(float *dinp, const float *dout, const int32_t *argmax, const ck_pool_shape *s);
-// dinp = mask(maxpool backward of dout): dinp is overwritten (not added to); a window's gradient reaches its argmax
-// only where `act` passed its input inp (the pool's input, the activation's output): inp > 0 (and < bound for
-// CK_ACT_BRELU), as ck_activation_mask decides.
-void ck_maxpool2d_backward_masked(float *dinp, const float *dout, const int32_t *argmax, const float *inp,
+// dinp (N,C,H,W) = mask(maxpool backward of dout (N,C,OH,OW)): dinp is overwritten (not added to); a window's
+// gradient reaches its argmax only where `act` passed the value there. That value is the window's max, so it is
+// read from the forward's output out (N,C,OH,OW) (the pool's input at the argmax, the activation's output):
+// out > 0 (and < bound for CK_ACT_BRELU), as ck_activation_mask decides.
+void ck_maxpool2d_backward_masked(float *dinp, const float *dout, const int32_t *argmax, const float *out,
                                   ck_activation act, float bound, const ck_pool_shape *s);
 void ck_avgpool2d_forward(float *out, const float *inp, const ck_pool_shape *s);
 void ck_avgpool2d_backward(float *dinp, const float *dout, const ck_pool_shape *s);
