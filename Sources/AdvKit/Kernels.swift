@@ -66,6 +66,26 @@ enum Kernels {
                           bias?.storage.pointer, &s, activation.ck, activation.bound)
     }
 
+    /// `convForward` and a 2x2 stride-2 max-pool of its output (`maxPoolForward`): the same values and indices. Where
+    /// the convolution runs image by image (no Winograd, no batching) each image is pooled while its output is still
+    /// in cache (ck_conv2d_forward_maxpool2x2).
+    static func convForwardMaxPool2x2(out: inout Tensor, pooled: inout Tensor, argmax: UnsafeMutablePointer<Int32>,
+                                      workspace: UnsafeMutablePointer<Float>, input: Tensor, weight: Tensor,
+                                      bias: Tensor?, shape s: ck_conv2d_shape, activation: FusedActivation) {
+        ready()
+        var s = s
+        if ck_winograd6_applies(&s, 0) != 0 || ck_winograd_f2x3_applies(&s) != 0 {  // the filter cache's routes
+            convForward(out: &out, workspace: workspace, input: input, weight: weight, bias: bias, shape: s,
+                        activation: activation)
+            maxPoolForward(out: &pooled, argmax: argmax, input: out,
+                           shape: poolShape(out.shape, kernel: 2, stride: 2))
+            return
+        }
+        ck_conv2d_forward_maxpool2x2(out.storage.pointer, pooled.storage.pointer, argmax, workspace,
+                                     input.storage.pointer, weight.storage.pointer, bias?.storage.pointer, &s,
+                                     activation.ck, activation.bound)
+    }
+
     /// dst = dout masked by where the activation passed its input (out: the forward's output).
     static func activationMask(_ dst: UnsafeMutablePointer<Float>, dOut: Tensor, out: Tensor, activation: FusedActivation) {
         ck_activation_mask(dst, dOut.storage.pointer, out.storage.pointer, activation.ck, activation.bound, out.count)

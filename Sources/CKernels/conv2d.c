@@ -294,6 +294,8 @@ typedef struct {
     size_t per_thread;
     ck_activation act;
     float bound;
+    float *pooled;  // ck_conv2d_forward_maxpool2x2: each image's output max-pooled right after its GEMM
+    int32_t *argmax;
 } conv_job;
 
 // Images [begin, end) in groups of nb: pack, one GEMM, unpack with the epilogue.
@@ -315,6 +317,11 @@ static void conv_forward_part(void *ctx, size_t begin, size_t end, size_t t) {
                 b = col;
             }
             ck_gemm_small(s->OC, P, CKK, pack, b, P, j->out + n * s->OC * P, P, j->bias, j->act, j->bound, 0);
+            if (j->pooled) {
+                const size_t PP = (s->OH / 2) * (s->OW / 2);
+                ck_maxpool2x2_planes(j->pooled + n * s->OC * PP, j->argmax + n * s->OC * PP, j->out + n * s->OC * P,
+                                     s->OC, s->OH, s->OW);
+            }
         }
         return;
     }
@@ -362,6 +369,33 @@ void ck_conv2d_forward(float *out, float *work, const float *inp, const float *w
     j.bias = bias;
     j.s = s;
     j.per_thread = per_thread_floats(s);
+    ck_parallel_for(s->N, conv_forward_part, &j);
+}
+
+// The pool reads each image's output from L2 right after the GEMM wrote it (73 KB an image for the reference
+// CNN's first layer) instead of from memory after the whole batch: see CKernels.h. Only the image-by-image route
+// below fuses; the others run the two kernels one after the other (the same values either way).
+void ck_conv2d_forward_maxpool2x2(float *out, float *pooled, int32_t *argmax, float *work, const float *inp,
+                                  const float *weight, const float *bias, const ck_conv2d_shape *s,
+                                  ck_activation act, float bound) {
+    if (ck_winograd6_applies(s, 0) || ck_conv2d_batched_applies(s) || !ck_gemm_small_available()) {
+        ck_conv2d_forward(out, work, inp, weight, bias, s, act, bound);
+        const ck_pool_shape ps = {s->N, s->OC, s->OH, s->OW, 2, 2, s->OH / 2, s->OW / 2};
+        ck_maxpool2d_forward(pooled, argmax, out, &ps);
+        return;
+    }
+    conv_job j = {0};
+    j.act = act;
+    j.bound = bound;
+    j.out = out;
+    j.work = work;
+    j.inp = inp;
+    j.weight = weight;
+    j.bias = bias;
+    j.s = s;
+    j.per_thread = per_thread_floats(s);
+    j.pooled = pooled;
+    j.argmax = argmax;
     ck_parallel_for(s->N, conv_forward_part, &j);
 }
 

@@ -37,4 +37,9 @@ static inline int ck_act_passes(float out, ck_activation act, float bound) {
 #else
 #define CK_VECTOR
 #endif
+
+// pool.c's 2x2 stride-2 max-pool of `planes` consecutive (H, W) planes, in the calling thread: out and argmax as
+// ck_maxpool2d_forward (one (H/2, W/2) plane each). For kernels that pool their own output while it is in cache.
+void ck_maxpool2x2_planes(float *out, int32_t *argmax, const float *inp, size_t planes, size_t H, size_t W);
+
 #endif

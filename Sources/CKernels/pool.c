@@ -94,6 +94,19 @@ static int pool_avx512(void) {
 }
 #endif
 
+void ck_maxpool2x2_planes(float *out, int32_t *argmax, const float *inp, size_t planes, size_t H, size_t W) {
+    const size_t OH = H / 2, OW = W / 2;
+#if defined(__x86_64__) && defined(__clang__)
+    if (pool_avx512()) {
+        for (size_t p = 0; p < planes; p++)
+            maxpool2x2_plane_avx512(out + p * OH * OW, argmax + p * OH * OW, inp + p * H * W, W, OH, OW);
+        return;
+    }
+#endif
+    for (size_t p = 0; p < planes; p++)
+        maxpool2x2_plane(out + p * OH * OW, argmax + p * OH * OW, inp + p * H * W, W, OH, OW);
+}
+
 // inp (N,C,H,W) -> out (N,C,OH,OW), argmax (N,C,OH,OW)
 static void maxpool_fwd_part(void *ctx, size_t begin, size_t end, size_t t) {
     (void)t;
@@ -101,16 +114,8 @@ static void maxpool_fwd_part(void *ctx, size_t begin, size_t end, size_t t) {
     const ck_pool_shape *s = j->s;
     const size_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, K = s->K, st = s->stride;
     if (K == 2 && st == 2) {
-#if defined(__x86_64__) && defined(__clang__)
-        if (pool_avx512()) {
-            for (size_t plane = begin; plane < end; plane++)
-                maxpool2x2_plane_avx512(j->out + plane * OH * OW, j->argmax_out + plane * OH * OW,
-                                        j->inp + plane * H * W, W, OH, OW);
-            return;
-        }
-#endif
-        for (size_t plane = begin; plane < end; plane++)
-            maxpool2x2_plane(j->out + plane * OH * OW, j->argmax_out + plane * OH * OW, j->inp + plane * H * W, W, OH, OW);
+        ck_maxpool2x2_planes(j->out + begin * OH * OW, j->argmax_out + begin * OH * OW, j->inp + begin * H * W,
+                             end - begin, H, W);
         return;
     }
     for (size_t plane = begin; plane < end; plane++) {

@@ -20,10 +20,12 @@ final class AutodiffTests: XCTestCase {
         }
     }
 
+    /// Also the conv + activation + 2x2 max-pool in one kernel call (Tape.conv2dMaxPool2x2); at 28x28 the first
+    /// layer takes the image-by-image route, where each image is pooled right after its GEMM.
     func testFusedSequentialEqualsLayerByLayer() {
-        for activation in [Activation.relu, .boundedReLU(1)] {
-            let model = Model(.cnn, inputShape: [1, 16, 16], classes: 4, activation: activation, seed: 9)
-            let images = randomTensor([3, 1, 16, 16], seed: 10, lo: 0, hi: 1)
+        for (activation, side) in [(Activation.relu, 16), (.boundedReLU(1), 16), (.relu, 28)] {
+            let model = Model(.cnn, inputShape: [1, side, side], classes: 4, activation: activation, seed: 9)
+            let images = randomTensor([3, 1, side, side], seed: 10, lo: 0, hi: 1)
             let fused = Tape(), plain = Tape()
             let fx = fused.input(images), px = plain.input(images)
             let fz = model(fx)

@@ -102,6 +102,39 @@ final class ConvolutionTests: XCTestCase {
         _ = path
     } }
 
+    /// ck_conv2d_forward_maxpool2x2 (each image pooled right after its GEMM on the image-by-image route) gives the
+    /// bits of ck_conv2d_forward then ck_maxpool2d_forward: the reference CNN's first layer (that route), an odd
+    /// output (the last row and column outside every window), its second layer (the Winograd route: two calls),
+    /// at 1, 2 and 8 threads.
+    func testConvolutionThenMaxPoolInOneCall() { bothPaths { path in
+        let geometries: [Reference.ConvGeometry] = [
+            .init(n: 5, c: 1, h: 28, w: 28, oc: 32, kh: 5, kw: 5, stride: 1, pad: 0),
+            .init(n: 3, c: 2, h: 9, w: 7, oc: 4, kh: 3, kw: 3, stride: 1, pad: 0),
+            .init(n: 3, c: 32, h: 12, w: 12, oc: 64, kh: 5, kw: 5, stride: 1, pad: 0),
+        ]
+        for g in geometries {
+            for threads in [1, 2, 8] {
+                ck_set_num_threads(threads)
+                var s = shape(g)
+                var ps = ck_pool_shape(N: g.n, C: g.oc, H: g.oh, W: g.ow, K: 2, stride: 2, OH: g.oh / 2, OW: g.ow / 2)
+                let x = randomArray(g.n * g.c * g.h * g.w, seed: 41), w = randomArray(g.oc * g.c * g.kh * g.kw, seed: 42)
+                let b = randomArray(g.oc, seed: 43)
+                var work = [Float](repeating: 0, count: ck_conv2d_workspace_floats(&s, 8))
+                var out = [Float](repeating: .nan, count: g.n * g.oc * g.oh * g.ow), pooled = [Float](repeating: .nan, count: g.n * g.oc * ps.OH * ps.OW)
+                var arg = [Int32](repeating: -1, count: pooled.count)
+                ck_conv2d_forward(&out, &work, x, w, b, &s, CK_ACT_RELU, 0)
+                ck_maxpool2d_forward(&pooled, &arg, out, &ps)
+                var out2 = [Float](repeating: .nan, count: out.count), pooled2 = [Float](repeating: .nan, count: pooled.count)
+                var arg2 = [Int32](repeating: -1, count: arg.count)
+                ck_conv2d_forward_maxpool2x2(&out2, &pooled2, &arg2, &work, x, w, b, &s, CK_ACT_RELU, 0)
+                let what = "\(path), \(g.c)->\(g.oc) \(g.h)x\(g.w), \(threads) threads"
+                XCTAssertEqual(out2.map(\.bitPattern), out.map(\.bitPattern), "convolution, " + what)
+                XCTAssertEqual(pooled2.map(\.bitPattern), pooled.map(\.bitPattern), "pooled, " + what)
+                XCTAssertEqual(arg2, arg, "argmax, " + what)
+            }
+        }
+    } }
+
     func testNullGradientOutputsAreSkipped() {
         let g = Reference.ConvGeometry(n: 2, c: 2, h: 6, w: 6, oc: 3, kh: 3, kw: 3, stride: 1, pad: 1)
         var s = shape(g)

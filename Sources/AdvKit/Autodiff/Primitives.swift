@@ -67,6 +67,19 @@ extension Tape {
     /// in the kernel's epilogue (one pass over the output instead of two).
     public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: Int = 1, padding: Int = 0,
                        activation: FusedActivation = .none) -> Variable {
+        checkConv(x, weight: weight, bias: bias, stride: stride, padding: padding)
+        let xs = x.shape, ws = weight.shape
+        let s = Kernels.convShape(xs, ws, stride: stride, padding: padding)
+        var out = newValue(Shape(xs[0], ws[0], s.OH, s.OW))
+        let work = scratch(floats: Kernels.convWorkspaceFloats(s))
+        Kernels.convForward(out: &out, workspace: work, input: x.value, weight: weight.value, bias: bias?.value, shape: s,
+                            activation: activation)
+        return append(out, .conv2d(input: x.index, weight: weight.index, bias: bias?.index, stride: stride,
+                                   padding: padding, activation: activation))
+    }
+
+    /// conv2d's checks (programmer errors: the layers and the ONNX importer validate first).
+    private func checkConv(_ x: Variable, weight: Variable, bias: Variable?, stride: Int, padding: Int) {
         check(x); check(weight)
         let xs = x.shape, ws = weight.shape
         precondition(xs.rank == 4 && ws.rank == 4 && xs[1] == ws[1],
@@ -75,13 +88,31 @@ extension Tape {
         precondition(xs[2] + 2 * padding >= ws[2] && xs[3] + 2 * padding >= ws[3],
                      "conv2d: input \(xs) is smaller than the kernel \(ws)")
         if let bias { precondition(bias.shape == [ws[0]], "conv2d: bias \(bias.shape) must be [\(ws[0])]") }
+    }
+
+    /// `maxPool2d(conv2d(x, ...), kernel: 2, stride: 2)` in one kernel call: the same two nodes on the tape (the
+    /// convolution's output, then the pool's), the same values, indices and gradients; each image is pooled while
+    /// its convolution output is still in cache where the convolution runs image by image. `Sequential` takes it
+    /// for a Conv2D (with its fused activation) followed by a 2x2 stride-2 MaxPool2D.
+    public func conv2dMaxPool2x2(_ x: Variable, weight: Variable, bias: Variable?, stride: Int = 1, padding: Int = 0,
+                                 activation: FusedActivation = .none) -> Variable {
+        checkConv(x, weight: weight, bias: bias, stride: stride, padding: padding)
+        let xs = x.shape, ws = weight.shape
         let s = Kernels.convShape(xs, ws, stride: stride, padding: padding)
+        guard s.OH >= 2 && s.OW >= 2 else {
+            return maxPool2d(conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding,
+                                    activation: activation), kernel: 2, stride: 2)
+        }
         var out = newValue(Shape(xs[0], ws[0], s.OH, s.OW))
+        var pooled = newValue(Shape(xs[0], ws[0], s.OH / 2, s.OW / 2), ahead: 1)  // the pool's node comes second
+        let arg = newIndices(count: pooled.count, ahead: 1)
         let work = scratch(floats: Kernels.convWorkspaceFloats(s))
-        Kernels.convForward(out: &out, workspace: work, input: x.value, weight: weight.value, bias: bias?.value, shape: s,
-                            activation: activation)
-        return append(out, .conv2d(input: x.index, weight: weight.index, bias: bias?.index, stride: stride,
-                                   padding: padding, activation: activation))
+        Kernels.convForwardMaxPool2x2(out: &out, pooled: &pooled, argmax: arg.pointer, workspace: work,
+                                      input: x.value, weight: weight.value, bias: bias?.value, shape: s,
+                                      activation: activation)
+        let conv = append(out, .conv2d(input: x.index, weight: weight.index, bias: bias?.index, stride: stride,
+                                       padding: padding, activation: activation))
+        return append(pooled, .maxPool(conv.index, argmax: arg, kernel: 2, stride: 2))
     }
 
     /// y = act(x Wᵀ + b): input (N,IN), weight (OUT,IN), bias (OUT); the activation is fused into the epilogue.

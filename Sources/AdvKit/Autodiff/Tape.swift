@@ -183,8 +183,10 @@ public final class Tape {
 
     /// An output buffer for the node about to be appended: reused from the previous pass when its size
     /// matches and nobody else holds it. Its contents are undefined; the caller writes every element.
-    func newValue(_ shape: Shape) -> Tensor {
-        Tensor(shape: shape, storage: pooled(&valuePool, at: nodes.count, count: shape.count))
+    /// `ahead`: for a kernel that makes the values of several nodes in one call, the buffer of the node that many
+    /// places after the next one (each node keeps its own pooled buffer).
+    func newValue(_ shape: Shape, ahead: Int = 0) -> Tensor {
+        Tensor(shape: shape, storage: pooled(&valuePool, at: nodes.count + ahead, count: shape.count))
     }
 
     /// An extra buffer that the node about to be appended keeps for its pullback (probabilities, a mask):
@@ -246,8 +248,8 @@ public final class Tape {
     }
 
     /// Argmax indices for the max-pool node about to be appended.
-    func newIndices(count: Int) -> Int32Buffer {
-        let i = nodes.count
+    func newIndices(count: Int, ahead: Int = 0) -> Int32Buffer {
+        let i = nodes.count + ahead
         // Take the buffer out of the pool before asking whether anyone else holds it (a binding would count).
         if var b = indexPool.removeValue(forKey: i) {
             if b.count == count && isKnownUniquelyReferenced(&b) {

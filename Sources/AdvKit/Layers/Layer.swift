@@ -87,6 +87,13 @@ public final class Conv2D: Layer {
                         activation: activation)
     }
 
+    /// The layer with `activation` fused, then a 2x2 stride-2 max-pool, in one kernel call (`Tape.conv2dMaxPool2x2`).
+    public func maxPooled2x2(_ x: Variable, activation: FusedActivation) -> Variable {
+        let t = x.tape
+        return t.conv2dMaxPool2x2(x, weight: t.parameter(weight), bias: bias.map { t.parameter($0) }, stride: stride,
+                                  padding: padding, activation: activation)
+    }
+
     public var namedTensors: [(name: String, tensor: NamedTensor)] {
         [("weight", .parameter(weight))] + (bias.map { [("bias", .parameter($0))] } ?? [])
     }

@@ -12,7 +12,8 @@ public final class Sequential: Layer {
     }
 
     /// Applies the children in order. A Conv2D or Linear followed directly by ReLU or BoundedReLU runs as one
-    /// fused node (the activation in the kernel's epilogue): the same values and gradients, one pass less.
+    /// fused node (the activation in the kernel's epilogue): the same values and gradients, one pass less. A
+    /// 2x2 stride-2 MaxPool2D right after such a Conv2D runs in the same kernel call (`Tape.conv2dMaxPool2x2`).
     public func callAsFunction(_ x: Variable) -> Variable {
         var h = x
         var i = 0
@@ -21,6 +22,12 @@ public final class Sequential: Layer {
             let next = i + 1 < children.count ? children[i + 1].layer : nil
             if let act = Sequential.fusable(next) {
                 if let conv = layer as? Conv2D {
+                    if i + 2 < children.count, let pool = children[i + 2].layer as? MaxPool2D,
+                       pool.kernelSize == 2, pool.stride == 2 {
+                        h = conv.maxPooled2x2(h, activation: act)
+                        i += 3
+                        continue
+                    }
                     h = conv(h, activation: act)
                     i += 2
                     continue

@@ -76,6 +76,13 @@ void ck_col2im_add(float *img, const float *col, const ck_conv2d_shape *s);
 // act = none, ReLU, or the bounded ReLU min(max(x,0),bound).
 void ck_conv2d_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
                        const ck_conv2d_shape *s, ck_activation act, float bound);
+// ck_conv2d_forward, then a 2x2 stride-2 max-pool of its output: out (N,OC,OH,OW) as ck_conv2d_forward, pooled and
+// argmax (N,OC,OH/2,OW/2) as ck_maxpool2d_forward of out (same values and indices); OH, OW >= 2, the same workspace.
+// On the image-by-image route (ck_gemm_small, no Winograd or batching) each image is pooled while its output is in
+// cache: the reference CNN's first layer writes 73 KB an image, out of cache by the time a separate pool reads it.
+void ck_conv2d_forward_maxpool2x2(float *out, float *pooled, int32_t *argmax, float *work, const float *inp,
+                                  const float *weight, const float *bias, const ck_conv2d_shape *s,
+                                  ck_activation act, float bound);
 // dout (N,OC,OH,OW) -> dinp (N,C,H,W), dweight (OC,C,KH,KW), dbias (OC); each may be NULL.
 void ck_conv2d_backward(float *dinp, float *dweight, float *dbias, float *work, const float *dout,
                         const float *inp, const float *weight, const ck_conv2d_shape *s);
