@@ -52,7 +52,8 @@ __attribute__((target("avx512f"))) static void maxpool2x2_plane_avx512(float *ou
                                                                       const float *inp_p, size_t W, size_t OH,
                                                                       size_t OW) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512i one = _mm512_set1_epi32(1), odd = _mm512_add_epi32(even, one);
+    const __m512i w0 = _mm512_set1_epi32((int32_t)W), w1 = _mm512_set1_epi32((int32_t)W + 1);
     for (size_t oh = 0; oh < OH; oh++) {
         const float *r0 = inp_p + 2 * oh * W, *r1 = r0 + W;
         for (size_t ow0 = 0; ow0 < OW; ow0 += 16) {
@@ -66,15 +67,18 @@ __attribute__((target("avx512f"))) static void maxpool2x2_plane_avx512(float *ou
             const __m512 v[4] = {_mm512_permutex2var_ps(lo0, even, hi0), _mm512_permutex2var_ps(lo0, odd, hi0),
                                  _mm512_permutex2var_ps(lo1, even, hi1), _mm512_permutex2var_ps(lo1, odd, hi1)};
             const __m512i first = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(2 * oh * W + 2 * ow0)), even);  // 2 * lane
-            const int32_t offset[4] = {0, 1, (int32_t)W, (int32_t)W + 1};
+            const __m512i at[4] = {first, _mm512_add_epi32(first, one), _mm512_add_epi32(first, w0),
+                                   _mm512_add_epi32(first, w1)};
             __m512 best = v[0];
             __m512i bi = first;
+            // Without NaNs (one test for the 64 inputs) "take" is v > best; with one, the rule in full (rare).
+            const int nan = (_mm512_cmp_ps_mask(v[0], v[1], _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v[2], v[3], _CMP_UNORD_Q)) != 0;
             for (int k = 1; k < 4; k++) {
-                const __mmask16 take = _mm512_cmp_ps_mask(v[k], best, _CMP_GT_OQ) |
-                                       (_mm512_cmp_ps_mask(v[k], v[k], _CMP_UNORD_Q) &
-                                        _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+                __mmask16 take = _mm512_cmp_ps_mask(v[k], best, _CMP_GT_OQ);
+                if (nan)
+                    take |= _mm512_cmp_ps_mask(v[k], v[k], _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q);
                 best = _mm512_mask_mov_ps(best, take, v[k]);
-                bi = _mm512_mask_mov_epi32(bi, take, _mm512_add_epi32(first, _mm512_set1_epi32(offset[k])));
+                bi = _mm512_mask_mov_epi32(bi, take, at[k]);
             }
             _mm512_mask_storeu_ps(out_p + oh * OW + ow0, mo, best);
             _mm512_mask_storeu_epi32(arg_p + oh * OW + ow0, mo, bi);

@@ -121,12 +121,19 @@ static size_t columns(const w6_geom *g) {
     return run > group ? run : group;
 }
 
-// Per thread: V (36, CI, T), M (36, CO, T), the run's tile table (4 int32 per tile; int32 and float are both 4
-// bytes), and a block of groups' input and output with the image innermost ((CI, H, W, 16) and (CO, OH, OW, 16)
-// per group).
+// The distance between consecutive ξ in V and M: one cache line more than the (rows, T) block. Unpadded, rows * T
+// is a multiple of 4 KB (T a multiple of 16 columns, rows of 16 or more channels), so the 36 vectors that a tile's
+// transform stores (and the output transform loads) all fell into one L1 set: perf annotate put half of the input
+// transform's samples on its six stores and a third of the output transform's on its loads.
+#define W6_XI_PAD 16
+static inline size_t xi_stride(size_t rows, size_t T) { return rows * T + W6_XI_PAD; }
+
+// Per thread: V (36, CI, T), M (36, CO, T) (ξ apart by xi_stride), the run's tile table (4 int32 per tile; int32
+// and float are both 4 bytes), and a block of groups' input and output with the image innermost ((CI, H, W, 16)
+// and (CO, OH, OW, 16) per group).
 static size_t per_thread_floats(const w6_geom *g) {
     const size_t T = columns(g);
-    return 36 * g->CI * T + 36 * g->CO * T + 4 * tile_ints(g) +
+    return 36 * xi_stride(g->CI, T) + 36 * xi_stride(g->CO, T) + 4 * tile_ints(g) +
            groups_per_block(g) * (g->CI * g->H * g->W + g->CO * g->OH * g->OW) * W6_LANES;
 }
 
@@ -345,7 +352,7 @@ W6_TARGET static void transform_inputs(float *V, const float *x, size_t T, const
             for (int k = 0; k < 6; k++) {  // (Bᵀ d) B
                 w6_vec o[6];
                 W6_BT(o, e[k]);
-                for (int q = 0; q < 6; q++) w6_store(v + (size_t)(k * 6 + q) * CI * T, live, o[q]);
+                for (int q = 0; q < 6; q++) w6_store(v + (size_t)(k * 6 + q) * xi_stride(CI, T), live, o[q]);
             }
         }
     }
@@ -355,7 +362,7 @@ W6_TARGET static void transform_inputs(float *V, const float *x, size_t T, const
 // added into y.
 W6_TARGET static void transform_outputs(float *y, const float *M, size_t T, const w6_job *j, const w6_tiles *p) {
     const w6_geom *g = &j->g;
-    const size_t CO = g->CO, OHW = g->OH * g->OW, S = CO * T, m = g->m;
+    const size_t CO = g->CO, OHW = g->OH * g->OW, S = xi_stride(CO, T), m = g->m;
     const int32_t OH = (int32_t)g->OH, OW = (int32_t)g->OW;
     for (size_t t0 = 0; t0 < T; t0 += 16) {
         const w6_mask live = w6_live(T - t0);
@@ -453,7 +460,7 @@ W6_TARGET static void group_inputs(float *V, const float *X16, size_t unit0, siz
             for (int k = 0; k < 6; k++) {
                 w6_vec o[6];
                 W6_BT(o, e[k]);
-                for (int q = 0; q < 6; q++) w6_store(v + (size_t)(k * 6 + q) * CI * T, all, o[q]);
+                for (int q = 0; q < 6; q++) w6_store(v + (size_t)(k * 6 + q) * xi_stride(CI, T), all, o[q]);
             }
         }
     }
@@ -461,7 +468,8 @@ W6_TARGET static void group_inputs(float *V, const float *X16, size_t unit0, siz
 
 W6_TARGET static void group_outputs(float *Y16, const float *M, size_t unit0, size_t uc, const w6_job *j) {
     const w6_geom *g = &j->g;
-    const size_t CO = g->CO, OH = g->OH, OW = g->OW, OHW = OH * OW, m = g->m, T = uc * W6_LANES, S = CO * T;
+    const size_t CO = g->CO, OH = g->OH, OW = g->OW, OHW = OH * OW, m = g->m, T = uc * W6_LANES;
+    const size_t S = xi_stride(CO, T);
     const size_t tiles = g->TH * g->TW;
     const w6_mask all = w6_live(W6_LANES);
     for (size_t u = 0; u < uc; u++) {
@@ -494,8 +502,8 @@ W6_TARGET static void group_outputs(float *Y16, const float *M, size_t unit0, si
 static void multiply(float *M, const float *V, size_t T, const w6_job *j) {
     const size_t CI = j->g.CI, CO = j->g.CO, pf = pack_floats(CO, CI);
     for (size_t xi = 0; xi < 36; xi++)
-        ck_gemm_small(CO, T, CI, j->packs + xi * pf, V + xi * CI * T, T, M + xi * CO * T, T, NULL, CK_ACT_NONE, 0.0f,
-                      0);
+        ck_gemm_small(CO, T, CI, j->packs + xi * pf, V + xi * xi_stride(CI, T), T, M + xi * xi_stride(CO, T), T, NULL,
+                      CK_ACT_NONE, 0.0f, 0);
 }
 
 static void run_part(void *ctx, size_t begin, size_t end, size_t t) {
@@ -503,8 +511,8 @@ static void run_part(void *ctx, size_t begin, size_t end, size_t t) {
     const w6_geom *g = &j->g;
     const size_t CI = g->CI, CO = g->CO, tiles = g->TH * g->TW, Tmax = columns(g), ti = tile_ints(g);
     const size_t in_plane = g->H * g->W, out_plane = g->OH * g->OW;
-    float *V = j->work + t * per_thread_floats(g), *M = V + 36 * CI * Tmax;
-    int32_t *ints = (int32_t *)(M + 36 * CO * Tmax);
+    float *V = j->work + t * per_thread_floats(g), *M = V + 36 * xi_stride(CI, Tmax);
+    int32_t *ints = (int32_t *)(M + 36 * xi_stride(CO, Tmax));
     float *X16 = (float *)(ints + 4 * ti), *Y16 = X16 + groups_per_block(g) * CI * in_plane * W6_LANES;
     w6_tiles p = {ints, ints + ti, ints + 2 * ti, ints + 3 * ti};
     size_t located = 0;  // images the tile table was made for
