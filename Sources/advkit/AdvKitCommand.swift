@@ -144,7 +144,8 @@ struct DataOptions: ParsableArguments {
         if split == .test, let images {
             return try Dataset.load(images: images, labels: labels, options: try loadOptions()).dataset(defaultClassNames: classNames)
         }
-        let d = try loadDataset(dataset, dataDir: dataDir, split: split)
+        // The test split's first --limit images only: the rest of the files is not decompressed.
+        let d = try loadDataset(dataset, dataDir: dataDir, split: split, first: split == .test ? limit : nil)
         return split == .test ? d.prefix(limit) : d
     }
 
@@ -172,7 +173,7 @@ struct DataOptions: ParsableArguments {
 }
 
 /// A dataset's split from its folder (Debian's Fashion-MNIST folder by default).
-func loadDataset(_ dataset: DatasetName, dataDir: String?, split: Dataset.Split) throws -> Dataset {
+func loadDataset(_ dataset: DatasetName, dataDir: String?, split: Dataset.Split, first: Int? = nil) throws -> Dataset {
     let dir: String
     switch (dataset, dataDir) {
     case let (_, given?): dir = given
@@ -181,8 +182,8 @@ func loadDataset(_ dataset: DatasetName, dataDir: String?, split: Dataset.Split)
         throw AdvKitError.invalidArgument("--dataset \(dataset.rawValue) needs --data-dir (the folder of its files)")
     }
     switch dataset {
-    case .fashionMNIST: return try Dataset.mnistFormat(directory: dir, split: split)
-    case .mnist: return try Dataset.mnistFormat(directory: dir, split: split, classNames: Dataset.mnistClasses, name: "mnist")
+    case .fashionMNIST: return try Dataset.mnistFormat(directory: dir, split: split, first: first)
+    case .mnist: return try Dataset.mnistFormat(directory: dir, split: split, classNames: Dataset.mnistClasses, name: "mnist", first: first)
     case .cifar10: return try CIFAR10.load(directory: dir, split: split)
     }
 }

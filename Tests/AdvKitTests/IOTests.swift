@@ -46,6 +46,31 @@ final class IOTests: XCTestCase {
         assertThrows(try IDX.readImages(dir + "/cut.gz"), containing: "ends early")
     }
 
+    /// `first`: the first records only, decompressed no further than needed (inflate stops after the 1 MB chunk
+    /// that holds them): the same values as a whole read, the count capped by the file's, and a stream cut short
+    /// after those records is not noticed (documented) while a whole read of it says so.
+    func testIDXReadsTheFirstRecordsOnly() throws {
+        let dir = temporaryDirectory()
+        let n = 3000, pixels = 28 * 28  // 2.35 MB of bytes that do not compress: several 1 MB chunks
+        var rng = SeededGenerator(seed: 5)
+        let body = (0..<(n * pixels)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let gz = Gzip.compress(Data(idxHeader(type: 0x08, dims: [UInt32(n), 28, 28]) + body))
+        try gz.write(to: URL(fileURLWithPath: dir + "/x.gz"))
+        try Data(idxHeader(type: 0x08, dims: [UInt32(n), 28, 28]) + body).write(to: URL(fileURLWithPath: dir + "/x.idx"))
+        let all = try IDX.readImages(dir + "/x.gz")
+        for path in ["/x.gz", "/x.idx"] {
+            let five = try IDX.readImages(dir + path, first: 5)
+            XCTAssertEqual(five, all.batch(0..<5), path)
+            XCTAssertEqual(try IDX.readImages(dir + path, first: n + 10), all, "more than the file has: all of it")
+        }
+        try gz.prefix(gz.count * 3 / 4).write(to: URL(fileURLWithPath: dir + "/cut.gz"))
+        XCTAssertEqual(try IDX.readImages(dir + "/cut.gz", first: 5), all.batch(0..<5))
+        assertThrows(try IDX.readImages(dir + "/cut.gz"), containing: "ends early")
+        let labels = (0..<n).map { Int32($0 % 10) }
+        try Gzip.compress(IDX.encodeLabels(labels)).write(to: URL(fileURLWithPath: dir + "/y.gz"))
+        XCTAssertEqual(try IDX.readLabels(dir + "/y.gz", first: 7), Array(labels.prefix(7)))
+    }
+
     func testIDXBadFilesGiveClearErrors() throws {
         let dir = temporaryDirectory()
         func file(_ bytes: [UInt8], _ name: String) throws -> String {

@@ -77,7 +77,7 @@ public struct Dataset {
     /// MNIST or Fashion-MNIST from `directory`: `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`,
     /// `t10k-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`.
     public static func mnistFormat(directory: String, split: Split, classNames: [String] = fashionMNISTClasses,
-                                   name: String = "fashion-mnist") throws -> Dataset {
+                                   name: String = "fashion-mnist", first: Int? = nil) throws -> Dataset {
         let stem = split == .train ? "train" : "t10k"
         func find(_ base: String) throws -> String {
             for candidate in [base + ".gz", base] where FileManager.default.fileExists(atPath: directory + "/" + candidate) {
@@ -88,14 +88,17 @@ public struct Dataset {
             throw AdvKitError.io(path: directory + "/" + base + "[.gz]", reason: "no such file\(hint)")
         }
         let imagesPath = try find("\(stem)-images-idx3-ubyte"), labelsPath = try find("\(stem)-labels-idx1-ubyte")
-        return try fromIDX(images: imagesPath, labels: labelsPath, classNames: classNames, name: "\(name) \(split.rawValue)")
+        return try fromIDX(images: imagesPath, labels: labelsPath, classNames: classNames, name: "\(name) \(split.rawValue)",
+                           first: first)
     }
 
     /// Images and labels from two IDX files (uint8 images are scaled by 1/255; float32 images are taken as
-    /// they are, which is how AdvKit writes adversarial examples).
-    public static func fromIDX(images: String, labels: String, classNames: [String]? = nil, name: String? = nil) throws -> Dataset {
-        let x = try IDX.readImages(images)
-        let y = try IDX.readLabels(labels)
+    /// they are, which is how AdvKit writes adversarial examples). `first`: only the first images and labels are
+    /// read (the rest of the files is not decompressed: `advkit --limit` on the 10,000 test images).
+    public static func fromIDX(images: String, labels: String, classNames: [String]? = nil, name: String? = nil,
+                               first: Int? = nil) throws -> Dataset {
+        let x = try IDX.readImages(images, first: first)
+        let y = try IDX.readLabels(labels, first: first)
         let k = classNames?.count ?? Swift.max(10, Int(y.max() ?? 0) + 1)
         return try Dataset(images: x, labels: y, classNames: classNames ?? (0..<k).map(String.init),
                            name: name ?? URL(fileURLWithPath: images).lastPathComponent)

@@ -6,8 +6,10 @@ import Foundation
     public static func isGzip(_ data: Data) -> Bool { data.count >= 2 && data[data.startIndex] == 0x1f && data[data.startIndex + 1] == 0x8b }
 
     /// Inflates a gzip stream. Stops with an error past `limit` bytes of output (a decompression bomb) and
-    /// when the stream ends early or is corrupt.
-    public static func decompress(_ data: Data, path: String, limit: Int = 1 << 32) throws -> Data {
+    /// when the stream ends early or is corrupt. `enough`, asked after each 1 MB of output, stops early with what
+    /// is out so far (a reader that needs only a file's first records); the rest of the stream is then not checked.
+    public static func decompress(_ data: Data, path: String, limit: Int = 1 << 32,
+                                  enough: ((Data) -> Bool)? = nil) throws -> Data {
         var stream = z_stream()
         guard inflateInit2_(&stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             throw AdvKitError.io(path: path, reason: "zlib could not start")
@@ -35,6 +37,7 @@ import Foundation
                 if out.count > limit {
                     throw AdvKitError.invalidFile(path: path, reason: "decompresses to more than \(limit) bytes")
                 }
+                if status != Z_STREAM_END, let enough, enough(out) { return }
                 if status != Z_STREAM_END && stream.avail_in == 0 && stream.avail_out != 0 {
                     throw AdvKitError.invalidFile(path: path, reason: "the gzip stream ends early (truncated file)")
                 }

@@ -24,15 +24,40 @@ public enum IDX {
         public var values: [Float]
     }
 
-    /// Reads and parses an IDX file (gzip'd or not).
-    public static func read(_ path: String) throws -> File {
+    /// Reads and parses an IDX file (gzip'd or not). `first`: only the first records (along the first dimension)
+    /// are decompressed and converted, and `dims[0]` says how many there are (at most `first`); the bytes after
+    /// them are not read, so a file cut short past them is not noticed.
+    public static func read(_ path: String, first: Int? = nil) throws -> File {
         var data = try FileIO.read(path)
-        if Gzip.isGzip(data) { data = try Gzip.decompress(data, path: path) }
-        return try parse(data, path: path)
+        if Gzip.isGzip(data) {
+            data = try Gzip.decompress(data, path: path, enough: first.map { n in { out in prefixBytes(out, records: n).map { out.count >= $0 } ?? false } })
+        }
+        return try parse(data, path: path, first: first)
     }
 
-    /// Parses IDX bytes; `path` names the source in errors.
-    public static func parse(_ data: Data, path: String = "<data>") throws -> File {
+    /// The bytes of the header and the first `records` records of an IDX file that starts with `data`, or nil
+    /// while its header is incomplete or invalid (parse then says what is wrong).
+    private static func prefixBytes(_ data: Data, records: Int) -> Int? {
+        guard data.count >= 4 else { return nil }
+        let b = data.startIndex
+        guard let type = ElementType(rawValue: data[b + 2]) else { return nil }
+        let rank = Int(data[b + 3])
+        guard rank >= 1 && rank <= 4, data.count >= 4 + 4 * rank else { return nil }
+        var record = type.size
+        for i in 1..<rank {
+            let o = b + 4 + 4 * i
+            let d = Int(UInt32(data[o]) << 24 | UInt32(data[o + 1]) << 16 | UInt32(data[o + 2]) << 8 | UInt32(data[o + 3]))
+            let (m, overflow) = record.multipliedReportingOverflow(by: d)
+            guard !overflow, m <= 1 << 33 else { return nil }
+            record = m
+        }
+        let (m, overflow) = record.multipliedReportingOverflow(by: records)
+        return overflow ? nil : 4 + 4 * rank + m
+    }
+
+    /// Parses IDX bytes; `path` names the source in errors. `first`: as in `read`; the bytes may then end after
+    /// those records.
+    public static func parse(_ data: Data, path: String = "<data>", first: Int? = nil) throws -> File {
         let bytes = [UInt8](data)
         func fail(_ why: String) -> AdvKitError { .invalidFile(path: path, reason: "not a valid IDX file: \(why)") }
         guard bytes.count >= 4 else { throw fail("\(bytes.count) bytes, shorter than the 4-byte magic number") }
@@ -48,7 +73,8 @@ public enum IDX {
         var total = 1
         for i in 0..<rank {
             let o = 4 + 4 * i
-            let d = Int(UInt32(bytes[o]) << 24 | UInt32(bytes[o + 1]) << 16 | UInt32(bytes[o + 2]) << 8 | UInt32(bytes[o + 3]))
+            var d = Int(UInt32(bytes[o]) << 24 | UInt32(bytes[o + 1]) << 16 | UInt32(bytes[o + 2]) << 8 | UInt32(bytes[o + 3]))
+            if i == 0, let first { d = Swift.min(d, Swift.max(first, 0)) }
             dims.append(d)
             let (m, overflow) = total.multipliedReportingOverflow(by: d)
             guard !overflow, m <= 1 << 33 else { throw fail("dimensions \(dims) hold too many elements") }
@@ -59,7 +85,9 @@ public enum IDX {
         guard have >= need else {
             throw fail("truncated: dimensions \(dims) need \(need) bytes of \(type) data, the file has \(have)")
         }
-        guard have == need else { throw fail("\(have - need) bytes of trailing data after \(dims) \(type) elements") }
+        guard have == need || first != nil else {
+            throw fail("\(have - need) bytes of trailing data after \(dims) \(type) elements")
+        }
         var values = [Float](repeating: 0, count: total)
         bytes.withUnsafeBufferPointer { b in
             let p = b.baseAddress! + headerSize
@@ -118,8 +146,9 @@ public enum IDX {
 
     /// Images from an IDX file as (N, 1, H, W) in [0, 1]: uint8 data is divided by 255, float data is taken
     /// as it is and must already lie in [0, 1]. Accepts (N, H, W) and (N, C, H, W) files.
-    public static func readImages(_ path: String) throws -> Tensor {
-        let f = try read(path)
+    /// `first`: only the first images (see `read`).
+    public static func readImages(_ path: String, first: Int? = nil) throws -> Tensor {
+        let f = try read(path, first: first)
         let shape: Shape
         switch f.dims.count {
         case 3: shape = [f.dims[0], 1, f.dims[1], f.dims[2]]
@@ -136,8 +165,9 @@ public enum IDX {
     }
 
     /// Labels from a 1-dimensional IDX file.
-    public static func readLabels(_ path: String) throws -> [Int32] {
-        let f = try read(path)
+    /// `first`: only the first labels (see `read`).
+    public static func readLabels(_ path: String, first: Int? = nil) throws -> [Int32] {
+        let f = try read(path, first: first)
         guard f.dims.count == 1 else {
             throw AdvKitError.invalidFile(path: path, reason: "labels need 1 dimension, the file has \(f.dims)")
         }
