@@ -349,16 +349,9 @@ static void conv_forward_part(void *ctx, size_t begin, size_t end, size_t t) {
     }
 }
 
-void ck_conv2d_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
-                       const ck_conv2d_shape *s, ck_activation act, float bound) {
-    if (ck_winograd6_applies(s, 0)) {  // 3x3 or 5x5, stride 1: Winograd on 6x6 tiles
-        ck_conv2d_winograd6_forward(out, work, inp, weight, bias, s, act, bound);
-        return;
-    }
-    if (ck_conv2d_batched_applies(s)) {  // small planes or long K on AVX-512: several images per GEMM
-        ck_conv2d_batched_forward(out, work, inp, weight, bias, s, act, bound);
-        return;
-    }
+// The image-by-image forward route's job (conv_forward_part).
+static conv_job forward_job(float *out, float *work, const float *inp, const float *weight, const float *bias,
+                            const ck_conv2d_shape *s, ck_activation act, float bound) {
     conv_job j = {0};
     j.act = act;
     j.bound = bound;
@@ -369,6 +362,20 @@ void ck_conv2d_forward(float *out, float *work, const float *inp, const float *w
     j.bias = bias;
     j.s = s;
     j.per_thread = per_thread_floats(s);
+    return j;
+}
+
+void ck_conv2d_forward(float *out, float *work, const float *inp, const float *weight, const float *bias,
+                       const ck_conv2d_shape *s, ck_activation act, float bound) {
+    if (ck_winograd6_applies(s, 0)) {  // 3x3 or 5x5, stride 1: Winograd on 6x6 tiles
+        ck_conv2d_winograd6_forward(out, work, inp, weight, bias, s, act, bound);
+        return;
+    }
+    if (ck_conv2d_batched_applies(s)) {  // small planes or long K on AVX-512: several images per GEMM
+        ck_conv2d_batched_forward(out, work, inp, weight, bias, s, act, bound);
+        return;
+    }
+    conv_job j = forward_job(out, work, inp, weight, bias, s, act, bound);
     ck_parallel_for(s->N, conv_forward_part, &j);
 }
 
@@ -384,16 +391,7 @@ void ck_conv2d_forward_maxpool2x2(float *out, float *pooled, int32_t *argmax, fl
         ck_maxpool2d_forward(pooled, argmax, out, &ps);
         return;
     }
-    conv_job j = {0};
-    j.act = act;
-    j.bound = bound;
-    j.out = out;
-    j.work = work;
-    j.inp = inp;
-    j.weight = weight;
-    j.bias = bias;
-    j.s = s;
-    j.per_thread = per_thread_floats(s);
+    conv_job j = forward_job(out, work, inp, weight, bias, s, act, bound);
     j.pooled = pooled;
     j.argmax = argmax;
     ck_parallel_for(s->N, conv_forward_part, &j);
