@@ -66,6 +66,10 @@ final class IOTests: XCTestCase {
         try gz.prefix(gz.count * 3 / 4).write(to: URL(fileURLWithPath: dir + "/cut.gz"))
         XCTAssertEqual(try IDX.readImages(dir + "/cut.gz", first: 5), all.batch(0..<5))
         assertThrows(try IDX.readImages(dir + "/cut.gz"), containing: "ends early")
+        // Reading all of a file (first at least its count) still refuses trailing bytes.
+        try Data(idxHeader(type: 0x08, dims: [2, 2]) + [1, 2, 3, 4, 5]).write(to: URL(fileURLWithPath: dir + "/tail.idx"))
+        assertThrows(try IDX.readImages(dir + "/tail.idx", first: 5), containing: "trailing data")
+        XCTAssertEqual(try IDX.read(dir + "/tail.idx", first: 1).values, [1, 2])
         let labels = (0..<n).map { Int32($0 % 10) }
         try Gzip.compress(IDX.encodeLabels(labels)).write(to: URL(fileURLWithPath: dir + "/y.gz"))
         XCTAssertEqual(try IDX.readLabels(dir + "/y.gz", first: 7), Array(labels.prefix(7)))

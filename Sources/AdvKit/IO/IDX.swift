@@ -71,10 +71,14 @@ public enum IDX {
         guard bytes.count >= headerSize else { throw fail("the header is truncated (\(bytes.count) bytes)") }
         var dims: [Int] = []
         var total = 1
+        var readsPart = false  // `first` leaves records out: the bytes may end after the ones read
         for i in 0..<rank {
             let o = 4 + 4 * i
             var d = Int(UInt32(bytes[o]) << 24 | UInt32(bytes[o + 1]) << 16 | UInt32(bytes[o + 2]) << 8 | UInt32(bytes[o + 3]))
-            if i == 0, let first { d = Swift.min(d, Swift.max(first, 0)) }
+            if i == 0, let first, first < d {
+                d = Swift.max(first, 0)
+                readsPart = true
+            }
             dims.append(d)
             let (m, overflow) = total.multipliedReportingOverflow(by: d)
             guard !overflow, m <= 1 << 33 else { throw fail("dimensions \(dims) hold too many elements") }
@@ -85,7 +89,7 @@ public enum IDX {
         guard have >= need else {
             throw fail("truncated: dimensions \(dims) need \(need) bytes of \(type) data, the file has \(have)")
         }
-        guard have == need || first != nil else {
+        guard have == need || readsPart else {
             throw fail("\(have - need) bytes of trailing data after \(dims) \(type) elements")
         }
         var values = [Float](repeating: 0, count: total)
