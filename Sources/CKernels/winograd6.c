@@ -336,6 +336,17 @@ W6_TARGET static inline w6_vec w6_bias_act(w6_vec v, w6_vec bias, ck_activation 
     return v;
 }
 
+// The first half of an output transform, one output channel and 16 columns: a[r][q] = (Aᵀ m)[r][q] for r < m, from
+// the 36 values of each column in M (mc: this channel's first column, ξ rows S apart). Both output transforms.
+W6_TARGET static inline void w6_output_rows(w6_vec a[4][6], const float *mc, size_t S, w6_mask live, size_t m) {
+    for (int q = 0; q < 6; q++) {
+        w6_vec x[6], o[4];
+        for (int k = 0; k < 6; k++) x[k] = w6_load(mc + (size_t)(k * 6 + q) * S, live);
+        W6_AT(o, x, m);
+        for (size_t r = 0; r < m; r++) a[r][q] = o[r];
+    }
+}
+
 // Where a run's T tiles sit (column t = i * TH*TW + th * TW + tw of V and M), as int32 for the gathers, padded
 // to a multiple of 16: the first input row and column of the tile's 6x6 patch (may be negative: padding), the
 // offset of its top-left pixel in image i's channel 0 (input), and of its top-left output (output).
@@ -404,14 +415,8 @@ W6_TARGET static void transform_outputs(float *y, const float *M, size_t T, cons
                 mask[a][b] = live & w6_in_range(p->row + t0, (int32_t)(a + g->pad), OH) &
                              w6_in_range(p->col + t0, (int32_t)(b + g->pad), OW);
         for (size_t co = 0; co < CO; co++) {
-            const float *mc = M + co * T + t0;
             w6_vec a[4][6];  // a[p][q] = (Aᵀ m)[p][q]
-            for (int q = 0; q < 6; q++) {
-                w6_vec x[6], o[4];
-                for (int k = 0; k < 6; k++) x[k] = w6_load(mc + (size_t)(k * 6 + q) * S, live);
-                W6_AT(o, x, m);
-                for (size_t r = 0; r < m; r++) a[r][q] = o[r];
-            }
+            w6_output_rows(a, M + co * T + t0, S, live, m);
             const w6_vec bias = (!j->accumulate && j->bias) ? j->bias[co] : 0.0f;
             float *yc = y + co * OHW;
             for (size_t r = 0; r < m; r++) {  // (Aᵀ m) A
@@ -529,14 +534,8 @@ W6_TARGET static void group_outputs(float *Y16, const float *M, size_t unit0, si
         const size_t group = (unit0 + u) / tiles, tile = (unit0 + u) % tiles, th = tile / g->TW, tw = tile % g->TW;
         float *yg = Y16 + group * CO * OHW * W6_LANES;
         for (size_t co = 0; co < CO; co++) {
-            const float *mc = M + co * T + u * W6_LANES;
             w6_vec a[4][6];
-            for (int q = 0; q < 6; q++) {
-                w6_vec x[6], o[4];
-                for (int k = 0; k < 6; k++) x[k] = w6_load(mc + (size_t)(k * 6 + q) * S, all);
-                W6_AT(o, x, m);
-                for (size_t r = 0; r < m; r++) a[r][q] = o[r];
-            }
+            w6_output_rows(a, M + co * T + u * W6_LANES, S, all, m);
             const w6_vec bias = (!j->accumulate && j->bias) ? j->bias[co] : 0.0f;
             float *yc = yg + co * OHW * W6_LANES;
             for (size_t r = 0; r < m && m * th + r < OH; r++) {
