@@ -263,8 +263,9 @@ W6_TARGET static inline void w6_scatter(float *base, const int32_t *idx, int32_t
 }
 W6_TARGET static inline w6_vec w6_load(const float *p, w6_mask m) { return (w6_vec)_mm512_maskz_loadu_ps(m, p); }
 W6_TARGET static inline void w6_store(float *p, w6_mask m, w6_vec v) { _mm512_mask_storeu_ps(p, m, (__m512)v); }
-// dst[i * dst_ld + l] = src[l * src_ld + i] for i, l < 16: a 16x16 block transposed in registers (16 loads, 64
-// shuffles in four rounds of pairs at distance 1, 2, 4, 8, 16 stores).
+// dst[i * dst_ld + l] = src[l * src_ld + i] for i, l < 16: a 16x16 block transposed in registers: 16 loads, 64
+// shuffles (single elements of row pairs, then pairs of elements of row quadruples, then the 128-bit lanes of the
+// four quadruples in two steps), 16 stores.
 W6_TARGET static inline void w6_transpose16(float *dst, size_t dst_ld, const float *src, size_t src_ld) {
     __m512 r[16], t[16];
     for (int l = 0; l < 16; l++) r[l] = _mm512_loadu_ps(src + (size_t)l * src_ld);
