@@ -91,6 +91,11 @@ enum Kernels {
         ck_activation_mask(dst, dOut.storage.pointer, out.storage.pointer, activation.ck, activation.bound, out.count)
     }
 
+    /// g masked in place by where the activation passed its input (out: the forward's output).
+    static func activationMaskInPlace(_ g: UnsafeMutablePointer<Float>, out: Tensor, activation: FusedActivation) {
+        ck_activation_mask_inplace(g, out.storage.pointer, activation.ck, activation.bound, out.count)
+    }
+
     static func convBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
                              dBias: UnsafeMutablePointer<Float>?, workspace: UnsafeMutablePointer<Float>,
                              dOut: Tensor, input: Tensor, weight: Tensor, shape s: ck_conv2d_shape) {

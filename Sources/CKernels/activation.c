@@ -53,3 +53,16 @@ CK_VECTOR void ck_activation_mask(float *dst, const float *dout, const float *ou
         break;
     }
 }
+
+// The same in place. Not ck_activation_mask(g, g, ...): its vectorised loop checks at run time that dst and dout do
+// not overlap, and takes the scalar loop when they do (MobileNetV2's PGD-10 with the masks in place through it:
+// this function's samples 4.8% -> 22% of the run, 2.4 s -> 4.2 s).
+CK_VECTOR void ck_activation_mask_inplace(float *g, const float *out, ck_activation act, float bound, size_t n) {
+    switch (act) {
+    case CK_ACT_NONE: break;
+    case CK_ACT_RELU: for (size_t i = 0; i < n; i++) g[i] = ck_act_passes(out[i], CK_ACT_RELU, bound) ? g[i] : 0.0f; break;
+    case CK_ACT_BRELU:
+        for (size_t i = 0; i < n; i++) g[i] = ck_act_passes(out[i], CK_ACT_BRELU, bound) ? g[i] : 0.0f;
+        break;
+    }
+}

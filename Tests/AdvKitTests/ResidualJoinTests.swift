@@ -65,5 +65,7 @@ final class ResidualJoinTests: XCTestCase {
     func testImporterFusesTheResidualJoins() throws {
         let m = try ONNXClassifier(contentsOf: RepositoryPaths.root + "/Tests/Fixtures/onnx/torchvision_resnet.onnx")
         XCTAssertTrue(m.notes.contains { $0.contains("Relu into the Add before it (residual join)") }, "\(m.notes)")
+        // Each block's second convolution (BN folded, no activation) is read by its join alone.
+        XCTAssertTrue(m.notes.contains { $0.contains("of the joins write into the Conv output they add") }, "\(m.notes)")
     }
 }

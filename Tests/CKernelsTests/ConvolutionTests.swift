@@ -99,6 +99,14 @@ final class ConvolutionTests: XCTestCase {
         var mask = [Float](repeating: .nan, count: 4)
         ck_activation_mask(&mask, [1, 2, 3, 4], [0, 0.2, 0.5, 0.7], CK_ACT_BRELU, 0.5, 4)
         XCTAssertEqual(mask, [0, 2, 0, 0], "passes only where 0 < out < bound")
+        // In place, on more than a vector's worth (the vector loop and its tail), for each activation.
+        let outs = (0..<37).map { Float($0 % 7) / 6 - 0.25 }, douts = (0..<37).map { Float($0) + 1 }
+        for (act, bound) in [(CK_ACT_NONE, Float(0)), (CK_ACT_RELU, 0), (CK_ACT_BRELU, 0.5)] {
+            var apart = [Float](repeating: .nan, count: 37), inPlace = douts
+            ck_activation_mask(&apart, douts, outs, act, bound, 37)
+            ck_activation_mask_inplace(&inPlace, outs, act, bound, 37)
+            XCTAssertEqual(inPlace, apart, "in place as into another buffer, activation \(act.rawValue)")
+        }
         _ = path
     } }
 

@@ -362,6 +362,12 @@ extension Tape {
     /// (into the tape's mask scratch; valid until the next call). Without an activation, `g` itself.
     func masked(_ g: Tensor, node i: Int, _ activation: FusedActivation) -> Tensor {
         guard activation != .none, !premasked[i] else { return g }
+        // Node i's own gradient buffer is dead once its pullback has run: mask it in place (no scratch to fault
+        // in, one buffer less traffic) unless the caller sees it (a requested gradient, the seed).
+        if g.storage === grads[i]?.storage && gradientIsDisposable(i) {
+            Kernels.activationMaskInPlace(g.storage.pointer, out: nodes[i].value, activation: activation)
+            return g
+        }
         let m = maskScratch(g.shape)
         Kernels.activationMask(m.storage.pointer, dOut: g, out: nodes[i].value, activation: activation)
         return m
@@ -430,8 +436,9 @@ extension Tape {
                                            countIncludePad: countIncludePad)
         case let .reshape(x):
             // The input's gradient is the same numbers under another shape: take the buffer instead of copying it
-            // when nothing else has written there yet (never the caller's seed: that is node `last`'s).
-            if needs[x], grads[x] == nil, i != gradientOutput {
+            // when nothing else has written there yet (never the caller's seed: that is node `last`'s; never a
+            // requested gradient, which the caller gets back and accumulating into x would change).
+            if needs[x], grads[x] == nil, i != gradientOutput, !isTarget[i] {
                 grads[x] = g.reshaped(nodes[x].value.shape)
             } else {
                 accumulate(x, g)
@@ -519,6 +526,20 @@ extension Tape {
 }
 
 // MARK: - Diagnostics
+
+extension Tape {
+    /// Whether node i's pullback works without node i's own forward value (a convolution or linear layer with no
+    /// fused activation: the mask is the only reason those read it). Such a value may be overwritten by its only
+    /// reader (`addReLU(_:_:overwriting:)`).
+    func valueUnreadByItsPullback(_ i: Int) -> Bool {
+        switch nodes[i].op {
+        case let .conv2d(_, _, _, _, _, act), let .linear(_, _, _, act), let .conv2dGeneral(_, _, _, _, act):
+            return act == .none
+        default:
+            return false
+        }
+    }
+}
 
 extension Tape {
     /// The name of node i's operation ("conv2d", "conv2dGeneral", "maxPool", ...): tests check which node a

@@ -57,7 +57,16 @@ public final class Tape {
     var nodes: [Node] = []
     private var parameterNodes: [ObjectIdentifier: Int] = [:]
     private var valuePool: [TensorStorage] = []
-    private var gradPool: [TensorStorage] = []
+    /// Gradient buffers free for the next node that needs one, by float count. A node's gradient goes back here
+    /// as soon as its pullback has run (nothing reads it after that), so a backward pass holds only the
+    /// gradients still live, not one per node: ResNet-18 at batch 128 ~440 MB fewer to fault in on a cold pass.
+    private var gradFree: [Int: [TensorStorage]] = [:]
+    /// Gradient buffers handed to callers (requested gradients); back to `gradFree` once the caller lets go.
+    private var gradLent: [TensorStorage] = []
+    /// The nodes whose gradients the current backward pass returns (never recycled during the pass).
+    var isTarget: [Bool] = []
+    /// Whether the current backward pass started from the caller's seed (node `gradientOutput`'s gradient).
+    private var seeded = false
     private var indexPool: [Int: Int32Buffer] = [:]
     private var savedPool: [Int: TensorStorage] = [:]
     var grads: [Tensor?] = []
@@ -83,7 +92,10 @@ public final class Tape {
             if s.capacity > 0 && isKnownUniquelyReferenced(&s) { released.append(s) }
         }
         while var s = valuePool.popLast() { release(&s) }
-        while var s = gradPool.popLast() { release(&s) }
+        for key in Array(gradFree.keys) {
+            while var s = gradFree[key]?.popLast() { release(&s) }
+        }
+        while var s = gradLent.popLast() { release(&s) }
         for key in Array(savedPool.keys) {
             if var s = savedPool.removeValue(forKey: key) { release(&s) }
         }
@@ -285,10 +297,9 @@ public final class Tape {
     /// `seed` is the upstream gradient (dL/d output); by default all ones, which for a vector of per-sample
     /// losses gives each sample the gradient of its own loss.
     public func gradient(of output: Variable, seed: Tensor? = nil, wrt target: Variable) -> Tensor {
-        backward(from: output, seed: seed) { needs in
-            if target.index < needs.count { needs[target.index] = true }
-        }
+        backward(from: output, seed: seed, targets: [target.index])
         let g = takeGradient(target)
+        lend(g)
         grads.removeAll(keepingCapacity: true)
         return g
     }
@@ -296,10 +307,9 @@ public final class Tape {
     /// Gradients of `output` with respect to each of `targets`, in order. A target that `output` does not
     /// depend on gets zeros. Only the gradients on a path to a target are computed.
     public func gradients(of output: Variable, seed: Tensor? = nil, wrt targets: [Variable]) -> [Tensor] {
-        backward(from: output, seed: seed) { needs in
-            for t in targets where t.index < needs.count { needs[t.index] = true }
-        }
+        backward(from: output, seed: seed, targets: targets.map(\.index))
         let gs = targets.map(takeGradient)
+        gs.forEach(lend)
         grads.removeAll(keepingCapacity: true)
         return gs
     }
@@ -310,11 +320,17 @@ public final class Tape {
         return Tensor(zeros: nodes[target.index].value.shape)
     }
 
-    /// Runs the pullbacks from `output` back to the nodes that `markTargets` flags, leaving gradients in `grads`.
-    private func backward(from output: Variable, seed: Tensor?, markTargets: (inout [Bool]) -> Void) {
+    /// Remembers a gradient buffer given to the caller, to take it back once the caller has let go of it.
+    private func lend(_ g: Tensor) {
+        if g.storage.capacity > 0 && !gradLent.contains(where: { $0 === g.storage }) { gradLent.append(g.storage) }
+    }
+
+    /// Runs the pullbacks from `output` back to the `targets`, leaving their gradients in `grads`.
+    private func backward(from output: Variable, seed: Tensor?, targets: [Int]) {
         precondition(output.tape === self, "the output was recorded on another tape")
         let last = output.index
         gradientOutput = last
+        seeded = seed != nil
         if let seed {
             precondition(seed.shape == output.shape,
                          "seed shape \(seed.shape) does not match the output's shape \(output.shape)")
@@ -322,7 +338,10 @@ public final class Tape {
         // Which nodes lead to a target: a node needs its gradient if a target is among its ancestors.
         needs.removeAll(keepingCapacity: true)
         needs.append(contentsOf: repeatElement(false, count: last + 1))
-        markTargets(&needs)
+        isTarget.removeAll(keepingCapacity: true)
+        isTarget.append(contentsOf: repeatElement(false, count: last + 1))
+        for t in targets where t <= last { needs[t] = true; isTarget[t] = true }
+        reclaimLentGradients()
         for i in 0...last where !needs[i] {
             if nodes[i].op.anyInput(where: { needs[$0] }) { needs[i] = true }
         }
@@ -342,9 +361,48 @@ public final class Tape {
         }
         var i = last
         while i >= 0 {
-            if needs[i], let g = grads[i] { backward(node: i, upstream: g) }
+            if needs[i], grads[i] != nil {
+                runPullback(i)
+                // Nothing reads node i's gradient after its pullback: its buffer serves the next node that needs
+                // one. Not a requested gradient, and not the caller's seed.
+                if gradientIsDisposable(i) { recycleGradient(i) }
+            }
             if i == 0 { break }
             i -= 1
+        }
+    }
+
+    /// Node i's pullback, in a function of its own so that no binding of the upstream gradient outlives it (one
+    /// would make the buffer look shared to `recycleGradient`).
+    @inline(never)
+    private func runPullback(_ i: Int) {
+        backward(node: i, upstream: grads[i]!)
+    }
+
+    /// Whether node i's gradient is the tape's alone to reuse once node i's pullback has run: not a requested
+    /// gradient and not the caller's seed.
+    func gradientIsDisposable(_ i: Int) -> Bool {
+        !isTarget[i] && !(i == gradientOutput && seeded)
+    }
+
+    /// Moves node i's gradient buffer to `gradFree` if nothing else holds it (a reshape's input may share it:
+    /// then it goes when that node's does).
+    private func recycleGradient(_ i: Int) {
+        guard var s = grads[i]?.storage else { return }
+        grads[i] = nil
+        if s.capacity > 0 && isKnownUniquelyReferenced(&s) { gradFree[s.capacity, default: []].append(s) }
+    }
+
+    /// Takes back the gradient buffers earlier passes returned and their callers have since dropped.
+    private func reclaimLentGradients() {
+        var k = 0
+        while k < gradLent.count {
+            if isKnownUniquelyReferenced(&gradLent[k]) {
+                let s = gradLent.remove(at: k)
+                gradFree[s.capacity, default: []].append(s)
+            } else {
+                k += 1
+            }
         }
     }
 
@@ -360,9 +418,15 @@ public final class Tape {
         return gs
     }
 
-    /// A gradient buffer for node i (pooled like the forward values), its contents left as they are.
+    /// A gradient buffer for node i, its contents left as they are: one a finished pullback or an earlier pass
+    /// freed (`gradFree`) when one of this size is there, else a new one.
     func gradBuffer(_ i: Int, _ shape: Shape) -> Tensor {
-        Tensor(shape: shape, storage: pooled(&gradPool, at: i, count: shape.count))
+        let count = shape.count
+        if let s = gradFree[count]?.popLast() {
+            reusedBuffers += 1
+            return Tensor(shape: shape, storage: s)
+        }
+        return Tensor(shape: shape, storage: fresh(count))
     }
 
     /// A pointer to node i's gradient accumulator, creating it zeroed; nil when node i needs no gradient.

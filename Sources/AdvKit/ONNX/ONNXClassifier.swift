@@ -87,6 +87,8 @@ public final class ONNXClassifier: Classifier {
     var fused: [Int: FusedActivation] = [:]
     /// Add nodes whose Relu (now an alias) runs with them as one node: ResNet's residual join.
     var addReLU = Set<Int>()
+    /// Joins (in `addReLU`) that write their result into operand 0 or 1: a Conv's output that nothing else reads.
+    var joinOverwrites: [Int: Int] = [:]
     /// (OUT, IN) copies of (IN, OUT) initializers that a Gemm/MatMul reads as Linear's weight.
     var transposed: [ObjectIdentifier: Parameter] = [:]
     /// Tensor renames from removed nodes (their output -> the tensor it equals).
@@ -272,6 +274,20 @@ public final class ONNXClassifier: Classifier {
             joins += 1
         }
         if joins > 0 { notes.append("fused \(joins) Relu into the Add before it (residual join)") }
+        // A join may write into an operand that only it reads when that operand is a Conv's output with no fused
+        // activation (the block's last convolution, or the downsampling one): one activation buffer fewer.
+        for p in addReLU {
+            for (k, x) in nodes[p].inputs.prefix(2).enumerated() {
+                let src = resolve(x)
+                guard let q = producer[src], nodes[q].opType == "Conv", !removed.contains(q), fused[q] == nil,
+                      readers[src] == 1, !outputs.contains(src) else { continue }
+                joinOverwrites[p] = k
+                break
+            }
+        }
+        if !joinOverwrites.isEmpty {
+            notes.append("\(joinOverwrites.count) of the joins write into the Conv output they add (no buffer of their own)")
+        }
         order = nodes.indices.filter { !removed.contains($0) }
         // The parameters the remaining graph reads, in graph order.
         var seen = Set<String>()

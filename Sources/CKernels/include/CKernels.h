@@ -130,6 +130,8 @@ void ck_bias_act_rows(float *rows, const float *bias, size_t R, size_t L, ck_act
 void ck_bias_act_cols(float *rows, const float *bias, size_t R, size_t L, ck_activation act, float bound);
 // dst = dout where the activation passed its input (out: the forward's output), else 0. Writes, not adds.
 void ck_activation_mask(float *dst, const float *dout, const float *out, ck_activation act, float bound, size_t n);
+// g = g where the activation passed its input, else 0: ck_activation_mask in place (at full vector speed).
+void ck_activation_mask_inplace(float *g, const float *out, ck_activation act, float bound, size_t n);
 
 // ---- Batch normalisation (batchnorm.c) ------------------------------------------------------------------
 // Training mode: per-channel batch statistics over (N,H,W). Writes out, the normalised input xhat (kept for
