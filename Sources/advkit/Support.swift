@@ -160,8 +160,9 @@ enum JSONText {
 
     private static func write(_ value: Any, into out: inout String, indent: Int) throws {
         guard let value = unwrapped(value) else { out += "null"; return }
+        // NSNull last: testing a Swift value against a class first bridges it to Foundation (a dictionary to an
+        // NSDictionary, a String to an NSString), which took ~80 ms of `advkit attack`'s 1,024 per-image records.
         switch value {
-        case is NSNull: out += "null"
         case let b as Bool: out += b ? "true" : "false"
         case let s as String: string(s, into: &out)
         case let i as Int: out += String(i)
@@ -191,6 +192,7 @@ enum JSONText {
                 out += k == array.count - 1 ? "\n" : ",\n"
             }
             out += spaces(indent) + "]"
+        case is NSNull: out += "null"
         default:
             throw InvalidValue(description: "JSON cannot hold a value of type \(type(of: value))")
         }
