@@ -202,6 +202,12 @@ enum Kernels {
         ck_add_relu_backward(da, db, dOut.storage.pointer, out.storage.pointer, out.count)
     }
 
+    /// g = g where out > 0 (in place); db = the same, written, unless nil.
+    static func addReLUBackwardFirst(_ g: UnsafeMutablePointer<Float>, _ db: UnsafeMutablePointer<Float>?, out: Tensor) {
+        ready()
+        ck_add_relu_backward_first(g, db, out.storage.pointer, out.count)
+    }
+
     static func reluBackward(dInput: UnsafeMutablePointer<Float>, dOut: Tensor, out: Tensor) {
         ck_relu_backward(dInput, dOut.storage.pointer, out.storage.pointer, out.count)
     }

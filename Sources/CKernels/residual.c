@@ -35,6 +35,29 @@ CK_VECTOR static void add_relu_backward_one(float *d, const float *dout, const f
     for (size_t i = 0; i < n; i++) d[i] += y[i] > 0.0f ? dout[i] : 0.0f;
 }
 
+CK_VECTOR static void add_relu_backward_first(float *g, float *db, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float v = y[i] > 0.0f ? g[i] : 0.0f;
+        g[i] = v;
+        db[i] = v;
+    }
+}
+
+CK_VECTOR static void add_relu_backward_inplace(float *g, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = y[i] > 0.0f ? g[i] : 0.0f;
+}
+
+static void first_part(void *ctx, size_t begin, size_t end, size_t t) {
+    (void)t;
+    const res_job *j = (const res_job *)ctx;
+    const size_t lo = begin * RES_CHUNK, hi = ck_min(end * RES_CHUNK, j->n);
+    if (j->db) {
+        add_relu_backward_first(j->da + lo, j->db + lo, j->y + lo, hi - lo);
+    } else {
+        add_relu_backward_inplace(j->da + lo, j->y + lo, hi - lo);
+    }
+}
+
 static void forward_part(void *ctx, size_t begin, size_t end, size_t t) {
     (void)t;
     const res_job *j = (const res_job *)ctx;
@@ -73,4 +96,15 @@ void ck_add_relu_backward(float *da, float *db, const float *dout, const float *
     j.y = out;
     j.n = n;
     ck_parallel_for((n + RES_CHUNK - 1) / RES_CHUNK, backward_part, &j);
+}
+
+void ck_add_relu_backward_first(float *g, float *db, const float *out, size_t n) {
+    // g (n) the join's upstream gradient, out (n) = the forward's output -> g (n) = g where out > 0, in place (it
+    // becomes the gradient of a); db (n) = the same, written (not added), unless NULL.
+    res_job j = {0};
+    j.da = g;
+    j.db = db;
+    j.y = out;
+    j.n = n;
+    ck_parallel_for((n + RES_CHUNK - 1) / RES_CHUNK, first_part, &j);
 }

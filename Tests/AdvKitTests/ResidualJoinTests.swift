@@ -42,6 +42,34 @@ final class ResidualJoinTests: XCTestCase {
         }
     }
 
+    /// A join inside the graph (its gradient is the tape's, not the caller's seed) hands that buffer to a, masked
+    /// in place, and writes b's from it: the same bits as relu(broadcastAdd) when b has no gradient yet, when a
+    /// later reader of b gave it one already, and when b needs none; at 1, 2 and 8 threads.
+    func testAJoinInsideTheGraphHandsItsGradientOn() {
+        let saved = Parallelism.threads
+        defer { Parallelism.threads = saved }
+        let (a, b) = operands(Shape(2, 8, 32, 32), seed: 40)
+        let r = randomTensor(Shape(2, 8, 32, 32), seed: 41, lo: -1, hi: 1)
+        func run(fused: Bool, bReadLater: Bool, bWanted: Bool) -> [Tensor] {
+            let t = Tape(mode: .inference)
+            let va = t.input(a), vb = t.input(b)
+            let pa = t.scale(va, by: 1.5), pb = t.scale(vb, by: 0.5)
+            let out = fused ? t.addReLU(pa, pb) : t.relu(t.broadcastAdd(pa, pb))
+            var loss = t.sum(t.multiply(out, by: r))
+            if bReadLater { loss = t.add(loss, t.sum(t.scale(pb, by: 3))) }
+            return t.gradients(of: loss, wrt: bWanted ? [va, vb] : [va])
+        }
+        for threads in [1, 2, 8] {
+            Parallelism.threads = threads
+            for (later, wanted) in [(false, true), (true, true), (false, false)] {
+                let want = run(fused: false, bReadLater: later, bWanted: wanted)
+                let got = run(fused: true, bReadLater: later, bWanted: wanted)
+                XCTAssertTrue(zip(got, want).allSatisfy { $0 == $1 },
+                              "\(threads) threads, b read later \(later), b's gradient wanted \(wanted)")
+            }
+        }
+    }
+
     /// x + x: the gradient reaches x twice.
     func testTheSameOperandTwice() {
         let x = randomTensor([2, 3, 4, 4], seed: 5, lo: -1, hi: 1)

@@ -443,6 +443,29 @@ public final class Tape {
         return grads[i]!.storage.pointer
     }
 
+    /// Gives node i's gradient buffer to node x as its gradient (same shape), when node x needs one and has none
+    /// yet and node i's is the tape's to reuse (`gradientIsDisposable`): the caller is node i's pullback, which then
+    /// writes x's gradient over it (nothing reads node i's after its pullback). False: nothing was done.
+    func handOverGradient(of i: Int, to x: Int) -> Bool {
+        guard x < needs.count, needs[x], grads[x] == nil, gradientIsDisposable(i), let g = grads[i],
+              g.shape == nodes[x].value.shape else { return false }
+        grads[x] = g
+        premasked[x] = false
+        return true
+    }
+
+    /// A pointer to node i's gradient for a pullback that writes every element of it (not adds): a buffer with
+    /// undefined contents when node i has none yet; nil when node i needs no gradient or already has one (then the
+    /// caller adds instead: use `gradPointer`).
+    func writableGradient(_ i: Int) -> UnsafeMutablePointer<Float>? {
+        guard needs[i], grads[i] == nil else { return nil }
+        let g = gradBuffer(i, nodes[i].value.shape)
+        grads[i] = g
+        premasked[i] = false
+        lastGradientBuffers += 1
+        return g.storage.pointer
+    }
+
     /// Adds `g` into node i's gradient.
     func accumulate(_ i: Int, _ g: Tensor) {
         guard let p = gradPointer(i) else { return }

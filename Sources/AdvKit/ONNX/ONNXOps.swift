@@ -756,6 +756,18 @@ extension Tape {
         Kernels.addReLU(out: &out, a.value, b.value)
         let ia = a.index, ib = b.index, io = nodes.count
         return custom([a, b], value: out) { [unowned self] g in
+            // The usual case in a backward pass (ResNet's blocks): neither operand has a gradient yet and the join's
+            // own is the tape's to reuse. It becomes a's gradient, masked in place, and b's is written from it:
+            // no zeroing, no adding, no buffer for a.
+            if ia != ib, self.handOverGradient(of: io, to: ia) {
+                if let db = self.writableGradient(ib) {
+                    Kernels.addReLUBackwardFirst(g.storage.pointer, db, out: self.nodes[io].value)
+                } else {
+                    Kernels.addReLUBackwardFirst(g.storage.pointer, nil, out: self.nodes[io].value)
+                    self.accumulate(ib, g)  // b already has a gradient (or needs none: then this does nothing)
+                }
+                return [nil, nil]
+            }
             let da = self.gradPointer(ia), db = ia == ib ? nil : self.gradPointer(ib)
             if ia == ib, let da {  // x + x: the gradient twice
                 Kernels.addReLUBackward(da, da, dOut: g, out: self.nodes[io].value)

@@ -348,6 +348,10 @@ void ck_conv2d_winograd6_backward_input_packed(float *dinp, float *work, const f
 void ck_add_relu_forward(float *out, const float *a, const float *b, size_t n);
 // dout (n), out (n) the forward's output -> da (n), db (n) += dout where out > 0 (NULL: not wanted).
 void ck_add_relu_backward(float *da, float *db, const float *dout, const float *out, size_t n);
+// The same when neither gradient holds anything yet and the upstream gradient g (n) is free to overwrite: g is masked
+// in place (it becomes a's gradient) and db (n) is written with it (not added to; NULL: b wants none). Half the
+// memory traffic of zeroing both and adding.
+void ck_add_relu_backward_first(float *g, float *db, const float *out, size_t n);
 
 // ---- Depthwise convolution, channels innermost (depthwise2d.c) -----------------------------------------
 // G == C == OC (one filter per channel), any stride, padding and dilation. conv_general.c routes the forward
