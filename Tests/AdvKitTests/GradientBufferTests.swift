@@ -104,6 +104,23 @@ final class GradientBufferTests: XCTestCase {
         XCTAssertEqual(allocated[2], allocated[1], "no buffer allocated once warm: \(allocated)")
     }
 
+    /// A tape that changes batch size keeps the free gradient buffers of the sizes it still uses only.
+    func testAnotherBatchSizeReleasesTheOldSizes() {
+        func pass(_ t: Tape, batch: Int) {
+            t.reset()
+            let xb = randomTensor(Shape(batch, 3, 8, 8), seed: 9, lo: -1, hi: 1)
+            let (vx, _, loss) = chain(t, xb, w)
+            _ = t.gradient(of: loss, wrt: vx)
+        }
+        let fresh = Tape()
+        pass(fresh, batch: 3)
+        let t = Tape()
+        pass(t, batch: 2)
+        XCTAssertGreaterThan(t.freeGradientBuffers, 0)
+        pass(t, batch: 3)
+        XCTAssertEqual(t.freeGradientBuffers, fresh.freeGradientBuffers, "no batch-2 buffer left after a batch-3 pass")
+    }
+
     /// The join relu(conv(x) + s) written into the conv's buffer: the same values and gradients (input, weight,
     /// the skip operand) as with a buffer of its own, one value buffer fewer, at 1 and 2 threads. A conv with a
     /// fused ReLU (whose pullback reads its output) is not overwritten.
