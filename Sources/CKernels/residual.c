@@ -76,35 +76,24 @@ static void backward_part(void *ctx, size_t begin, size_t end, size_t t) {
     }
 }
 
+// Splits a job's n floats over the threads in RES_CHUNK pieces.
+static void run(res_job j, void (*part)(void *, size_t, size_t, size_t)) {
+    ck_parallel_for((j.n + RES_CHUNK - 1) / RES_CHUNK, part, &j);
+}
+
 void ck_add_relu_forward(float *out, const float *a, const float *b, size_t n) {
     // a (n), b (n) -> out (n) = max(a + b, 0)
-    res_job j = {0};
-    j.out = out;
-    j.a = a;
-    j.b = b;
-    j.n = n;
-    ck_parallel_for((n + RES_CHUNK - 1) / RES_CHUNK, forward_part, &j);
+    run((res_job){.out = out, .a = a, .b = b, .n = n}, forward_part);
 }
 
 void ck_add_relu_backward(float *da, float *db, const float *dout, const float *out, size_t n) {
     // dout (n), out (n) = the forward's output -> da (n), db (n) += dout where out > 0; NULL: not wanted
     if (!da && !db) return;
-    res_job j = {0};
-    j.da = da;
-    j.db = db;
-    j.dout = dout;
-    j.y = out;
-    j.n = n;
-    ck_parallel_for((n + RES_CHUNK - 1) / RES_CHUNK, backward_part, &j);
+    run((res_job){.da = da, .db = db, .dout = dout, .y = out, .n = n}, backward_part);
 }
 
 void ck_add_relu_backward_first(float *g, float *db, const float *out, size_t n) {
     // g (n) the join's upstream gradient, out (n) = the forward's output -> g (n) = g where out > 0, in place (it
     // becomes the gradient of a); db (n) = the same, written (not added), unless NULL.
-    res_job j = {0};
-    j.da = g;
-    j.db = db;
-    j.y = out;
-    j.n = n;
-    ck_parallel_for((n + RES_CHUNK - 1) / RES_CHUNK, first_part, &j);
+    run((res_job){.da = g, .db = db, .y = out, .n = n}, first_part);
 }
