@@ -200,7 +200,7 @@ enum ONNXOps {
         let key = ObjectIdentifier(p)
         if let t = c.classifier.transposed[key] { return t }
         let v = p.value, r = v.shape[0], k = v.shape[1]
-        var t = Tensor(zeros: [k, r])
+        let t = Tensor(zeros: [k, r])
         for a in 0..<r { for b in 0..<k { t.storage.pointer[b * r + a] = v.storage.pointer[a * k + b] } }
         let q = Parameter(t)
         c.classifier.transposed[key] = q
