@@ -23,6 +23,15 @@ CK_VECTOR static void add_relu(float *out, const float *a, const float *b, size_
     }
 }
 
+// The same into a (out == a: the importer's joins that write into their convolution's output). Its own loop: with
+// out == a the vectoriser's run-time overlap check would send add_relu to its scalar loop.
+CK_VECTOR static void add_relu_into(float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float x = a[i] + b[i];
+        a[i] = x > 0.0f ? x : 0.0f;
+    }
+}
+
 CK_VECTOR static void add_relu_backward_both(float *da, float *db, const float *dout, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const float g = y[i] > 0.0f ? dout[i] : 0.0f;
@@ -62,7 +71,13 @@ static void forward_part(void *ctx, size_t begin, size_t end, size_t t) {
     (void)t;
     const res_job *j = (const res_job *)ctx;
     const size_t lo = begin * RES_CHUNK, hi = ck_min(end * RES_CHUNK, j->n);
-    add_relu(j->out + lo, j->a + lo, j->b + lo, hi - lo);
+    if (j->out == j->a) {
+        add_relu_into(j->out + lo, j->b + lo, hi - lo);
+    } else if (j->out == j->b) {
+        add_relu_into(j->out + lo, j->a + lo, hi - lo);
+    } else {
+        add_relu(j->out + lo, j->a + lo, j->b + lo, hi - lo);
+    }
 }
 
 static void backward_part(void *ctx, size_t begin, size_t end, size_t t) {

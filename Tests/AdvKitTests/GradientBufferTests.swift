@@ -63,6 +63,27 @@ final class GradientBufferTests: XCTestCase {
         XCTAssertTrue(gs[0] == v.gradient(of: loss2, wrt: vx2))
     }
 
+    /// The same behind a max-pool, whose pullback writes its input's gradient already masked by the conv's ReLU
+    /// when that input has none yet: not when the caller asked for the conv's output. In a window of four zeros
+    /// the pool still passes its gradient to the argmax, which the ReLU's mask would zero.
+    func testARequestedGradientBehindAMaxPoolIsNotMasked() {
+        let t = Tape()
+        let vx = t.input(x)
+        let h = t.conv2d(vx, weight: t.input(w), bias: nil, stride: 1, padding: 1, activation: .relu)
+        let gs = t.gradients(of: t.sum(t.maxPool2d(h, kernel: 2, stride: 2)), wrt: [vx, h])
+        let u = Tape()
+        let vh = u.input(h.value)
+        let want = u.gradient(of: u.sum(u.maxPool2d(vh, kernel: 2, stride: 2)), wrt: vh)
+        XCTAssertTrue(gs[1] == want, "dL/dh unmasked, as the caller asked for it")
+        let zeroArgmax = zip(h.value.scalars, want.scalars).contains { $0 == 0 && $1 == 1 }
+        XCTAssertTrue(zeroArgmax, "the test means something: some window's argmax is a ReLU zero")
+        let v = Tape()
+        let vx2 = v.input(x)
+        let h2 = v.conv2d(vx2, weight: v.input(w), bias: nil, stride: 1, padding: 1, activation: .relu)
+        XCTAssertTrue(gs[0] == v.gradient(of: v.sum(v.maxPool2d(h2, kernel: 2, stride: 2)), wrt: vx2),
+                      "the input's gradient is the one the input-only pass gives")
+    }
+
     /// The caller's seed is neither masked nor reused: it reads the same after the pass, and a second pass with it
     /// gives the same gradient.
     func testTheSeedIsLeftAlone() {

@@ -193,4 +193,35 @@ final class ONNXImportTests: XCTestCase {
         assertClose(t1.gradient(of: folded(v1), seed: seed, wrt: v1).scalars, t2.gradient(of: plain(v2), seed: seed, wrt: v2).scalars,
                     atol: 1e-5, rtol: 1e-4, "input gradients")
     }
+    /// A residual join writes into a Conv output that only it reads, but never into the logits: here the first
+    /// graph output is that Conv's output under another name (an Identity), and a second output reads the join.
+    /// The logits are those of the graph without the join, and the other operand's buffer is the one written.
+    func testAJoinNeverWritesIntoTheLogits() throws {
+        var rng = SeededGenerator(seed: 5, stream: 2)
+        func tensor(_ name: String, _ dims: [Int]) -> ONNXTensor {
+            let v = (0..<dims.reduce(1, *)).map { _ in 2 * rng.nextUniform() - 1 }
+            return ONNXTensor(name: name, dataType: .float, dims: dims, values: .float(Tensor(v, shape: Shape(dims))))
+        }
+        let inits = [tensor("W", [5, 3, 4, 4]), tensor("V", [5, 3, 4, 4])]
+        func graph(withJoin: Bool) -> ONNXModel {
+            var nodes = [ONNXNode(name: "conv", opType: "Conv", domain: "", inputs: ["x", "W"], outputs: ["c"], attributes: [:]),
+                         ONNXNode(name: "id", opType: "Identity", domain: "", inputs: ["c"], outputs: ["logits"], attributes: [:])]
+            var outputs = [ONNXValueInfo(name: "logits", elementType: .float, dims: [.symbolic("n"), .fixed(5), .fixed(1), .fixed(1)])]
+            if withJoin {
+                nodes += [ONNXNode(name: "conv2", opType: "Conv", domain: "", inputs: ["x", "V"], outputs: ["s"], attributes: [:]),
+                          ONNXNode(name: "add", opType: "Add", domain: "", inputs: ["c", "s"], outputs: ["sum"], attributes: [:]),
+                          ONNXNode(name: "relu", opType: "Relu", domain: "", inputs: ["sum"], outputs: ["aux"], attributes: [:])]
+                outputs.append(ONNXValueInfo(name: "aux", elementType: .float, dims: [.symbolic("n"), .fixed(5), .fixed(1), .fixed(1)]))
+            }
+            let g = ONNXGraph(name: "g", nodes: nodes, initializers: Dictionary(uniqueKeysWithValues: inits.map { ($0.name, $0) }),
+                              inputs: [ONNXValueInfo(name: "x", elementType: .float, dims: [.symbolic("n"), .fixed(3), .fixed(4), .fixed(4)])],
+                              outputs: outputs)
+            return ONNXModel(irVersion: 8, producerName: "test", producerVersion: "", opsetImports: ["": 17], graph: g)
+        }
+        let joined = try ONNXClassifier(graph(withJoin: true)), plain = try ONNXClassifier(graph(withJoin: false))
+        XCTAssertTrue(joined.notes.contains { $0.contains("residual join") }, "the join is fused: \(joined.notes)")
+        XCTAssertTrue(joined.notes.contains { $0.contains("1 of the joins write into the Conv output") }, "\(joined.notes)")
+        let x = Tensor((0..<(3 * 3 * 16)).map { _ in rng.nextUniform() }, shape: [3, 3, 4, 4])
+        XCTAssertTrue(joined.logits(of: x) == plain.logits(of: x), "the logits are the Conv's output, not the join's")
+    }
 }

@@ -401,8 +401,9 @@ extension Tape {
         case let .maxPool(x, arg, k, st):
             let shape = Kernels.poolShape(nodes[x].value.shape, kernel: k, stride: st)
             // The first gradient into the output of a conv/linear layer with a fused activation: write it masked,
-            // in one pass (no zeroing of the whole buffer, no mask pass in that layer's pullback).
-            if needs[x], grads[x] == nil, let act = nodes[x].op.fusedActivation, act != .none {
+            // in one pass (no zeroing of the whole buffer, no mask pass in that layer's pullback). Not when the
+            // caller asked for that output's gradient: it gets it unmasked.
+            if needs[x], grads[x] == nil, !isTarget[x], let act = nodes[x].op.fusedActivation, act != .none {
                 let buffer = gradBuffer(x, nodes[x].value.shape)
                 grads[x] = buffer
                 lastGradientBuffers += 1

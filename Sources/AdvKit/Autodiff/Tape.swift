@@ -403,7 +403,6 @@ public final class Tape {
 
     /// Hands the free gradient buffers of sizes this pass did not use to the process-wide pool (or frees them).
     private func releaseUnusedGradientSizes() {
-        guard gradFree.count > gradSizesUsed.count else { return }
         var released: [TensorStorage] = []
         for key in Array(gradFree.keys) where !gradSizesUsed.contains(key) {
             released += gradFree.removeValue(forKey: key) ?? []

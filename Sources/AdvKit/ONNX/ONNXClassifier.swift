@@ -279,8 +279,10 @@ public final class ONNXClassifier: Classifier {
         for p in addReLU {
             for (k, x) in nodes[p].inputs.prefix(2).enumerated() {
                 let src = resolve(x)
+                // Not the logits either: a dropped final Softmax is no reader, and an alias (a folded BN, an
+                // Identity) gives the graph output another name.
                 guard let q = producer[src], nodes[q].opType == "Conv", !removed.contains(q), fused[q] == nil,
-                      readers[src] == 1, !outputs.contains(src) else { continue }
+                      readers[src] == 1, !outputs.contains(src), resolve(resolvedOutput) != src else { continue }
                 joinOverwrites[p] = k
                 break
             }

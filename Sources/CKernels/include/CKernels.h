@@ -344,7 +344,7 @@ void ck_conv2d_winograd6_backward_input_packed(float *dinp, float *work, const f
 
 // ---- Residual join (residual.c) ---------------------------------------------------------------------------
 // out = max(a + b, 0) in one pass (ResNet's block output); elementwise, split over the threads.
-// a (n), b (n) -> out (n).
+// a (n), b (n) -> out (n); out may be a or b (in place, at full vector speed).
 void ck_add_relu_forward(float *out, const float *a, const float *b, size_t n);
 // dout (n), out (n) the forward's output -> da (n), db (n) += dout where out > 0 (NULL: not wanted).
 void ck_add_relu_backward(float *da, float *db, const float *dout, const float *out, size_t n);
