@@ -52,10 +52,6 @@ CK_VECTOR static void add_relu_backward_first(float *g, float *db, const float *
     }
 }
 
-CK_VECTOR static void add_relu_backward_inplace(float *g, const float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) g[i] = y[i] > 0.0f ? g[i] : 0.0f;
-}
-
 static void first_part(void *ctx, size_t begin, size_t end, size_t t) {
     (void)t;
     const res_job *j = (const res_job *)ctx;
@@ -63,7 +59,7 @@ static void first_part(void *ctx, size_t begin, size_t end, size_t t) {
     if (j->db) {
         add_relu_backward_first(j->da + lo, j->db + lo, j->y + lo, hi - lo);
     } else {
-        add_relu_backward_inplace(j->da + lo, j->y + lo, hi - lo);
+        ck_activation_mask_inplace(j->da + lo, j->y + lo, CK_ACT_RELU, 0.0f, hi - lo);
     }
 }
 

@@ -403,11 +403,8 @@ extension Tape {
             // The first gradient into the output of a conv/linear layer with a fused activation: write it masked,
             // in one pass (no zeroing of the whole buffer, no mask pass in that layer's pullback). Not when the
             // caller asked for that output's gradient: it gets it unmasked.
-            if needs[x], grads[x] == nil, !isTarget[x], let act = nodes[x].op.fusedActivation, act != .none {
-                let buffer = gradBuffer(x, nodes[x].value.shape)
-                grads[x] = buffer
-                lastGradientBuffers += 1
-                Kernels.maxPoolBackwardMasked(dInput: buffer.storage.pointer, dOut: g, argmax: arg.pointer,
+            if !isTarget[x], let act = nodes[x].op.fusedActivation, act != .none, let dx = writableGradient(x) {
+                Kernels.maxPoolBackwardMasked(dInput: dx, dOut: g, argmax: arg.pointer,
                                               output: nodes[i].value, activation: act, shape: shape)
                 premasked[x] = true
                 return

@@ -451,11 +451,9 @@ public final class Tape {
     func gradPointer(_ i: Int) -> UnsafeMutablePointer<Float>? {
         guard needs[i] else { return nil }
         premasked[i] = false  // whatever the caller adds is not masked
-        if grads[i] == nil {
-            let g = gradBuffer(i, nodes[i].value.shape)
-            g.storage.pointer.initialize(repeating: 0, count: g.count)
-            grads[i] = g
-            lastGradientBuffers += 1
+        if let p = writableGradient(i) {
+            p.initialize(repeating: 0, count: nodes[i].value.shape.count)
+            return p
         }
         // Only the output node can hold the caller's seed, and nothing accumulates into the output.
         return grads[i]!.storage.pointer
